@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up shared by `scripts/serve.sh` and `scripts/test.sh`:
+#   1. ONNX Runtime: libonnxruntime.so from the onnxruntime (or onnxruntime-gpu) wheel on PyPI,
+#      unpacked into .dfserve/lib. Nothing is installed into the system Python.
+#   2. Models: every models/*.toml names an ONNX file and its sha256; the file is copied from
+#      $DFSERVE_MODEL_SOURCE (a directory, or an http(s) base URL), default ../shared/models,
+#      into models/, and its checksum is verified.
+#   3. The release build of dfserve.
+#
+# Flags: --gpu  use the onnxruntime-gpu wheel (for `--device cuda|tensorrt` builds)
+#        --no-build  skip step 3
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ORT_VERSION="1.31.1"
+WHEEL_PKG="onnxruntime"
+BUILD=1
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) WHEEL_PKG="onnxruntime-gpu" ;;
+    --no-build) BUILD=0 ;;
+    *) echo "setup.sh: unknown flag $arg (known: --gpu, --no-build)" >&2; exit 2 ;;
+  esac
+done
+
+LIB_DIR="$ROOT/.dfserve/lib"
+[ "$WHEEL_PKG" = "onnxruntime-gpu" ] && LIB_DIR="$ROOT/.dfserve/lib-gpu"
+LIB="$LIB_DIR/libonnxruntime.so.$ORT_VERSION"
+PY="${PYTHON:-python3}"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# ---- 1. ONNX Runtime --------------------------------------------------------------------------
+if [ ! -f "$LIB" ]; then
+  log "fetching $WHEEL_PKG==$ORT_VERSION wheel for libonnxruntime"
+  dl="$ROOT/.dfserve/wheels"
+  mkdir -p "$dl" "$LIB_DIR"
+  "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$dl" "$WHEEL_PKG==$ORT_VERSION"
+  whl=$(ls "$dl"/$(echo "$WHEEL_PKG" | tr - _)-"$ORT_VERSION"-*.whl | head -n1)
+  "$PY" - "$whl" "$LIB_DIR" <<'PYEOF'
+import sys, zipfile, os
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if name.startswith("onnxruntime/capi/") and base.startswith("libonnxruntime"):
+            with z.open(name) as src, open(os.path.join(out, base), "wb") as dst:
+                dst.write(src.read())
+PYEOF
+  [ -f "$LIB" ] || { echo "setup.sh: $LIB not found in $whl" >&2; exit 1; }
+  log "ONNX Runtime library: $LIB"
+fi
+
+# ---- 2. Models --------------------------------------------------------------------------------
+SRC="${DFSERVE_MODEL_SOURCE:-$ROOT/../shared/models}"
+for cfg in models/*.toml; do
+  file=$(sed -n 's/^file *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
+  want=$(sed -n 's/^sha256 *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
+  [ -n "$file" ] && [ -n "$want" ] || { echo "setup.sh: $cfg lacks file or sha256" >&2; exit 1; }
+  dst="models/$file"
+  if [ -f "$dst" ] && [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$want" ]; then
+    continue
+  fi
+  case "$SRC" in
+    http://*|https://*)
+      log "downloading $file from $SRC"
+      curl -fsSL --retry 3 -o "$dst.part" "${SRC%/}/$file" ;;
+    *)
+      [ -f "$SRC/$file" ] || { echo "setup.sh: $SRC/$file not found; set DFSERVE_MODEL_SOURCE to a directory or base URL holding $file" >&2; exit 1; }
+      cp "$SRC/$file" "$dst.part" ;;
+  esac
+  got=$(sha256sum "$dst.part" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    rm -f "$dst.part"
+    echo "setup.sh: checksum mismatch for $file: expected $want, got $got (from $SRC)" >&2
+    exit 1
+  fi
+  chmod 644 "$dst.part"
+  mv -f "$dst.part" "$dst"
+  log "model $file verified"
+done
+
+# ---- 3. Build ---------------------------------------------------------------------------------
+if [ "$BUILD" = 1 ]; then
+  log "building dfserve (release)"
+  cargo build --release --locked ${DFSERVE_CARGO_FEATURES:+--features "$DFSERVE_CARGO_FEATURES"}
+fi

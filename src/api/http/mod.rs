@@ -1,0 +1,77 @@
+//! HTTP front end (axum): the dfserve JSON API under `/v1`, health probes and `/metrics`.
+
+mod error;
+mod health;
+mod v1;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{status_of, ApiError};
+
+use crate::core::InferCore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Arc<InferCore>,
+}
+
+pub fn router(core: Arc<InferCore>, max_body_bytes: usize) -> Router {
+    let state = AppState { core };
+    Router::new()
+        .route("/v1/detect", post(v1::detect))
+        .route("/v1/models", get(v1::models))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    let msg = format!("no route for {} {}", req.method(), req.uri().path());
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": msg, "code": "not_found" })),
+    )
+        .into_response()
+}
+
+/// Counts requests by route template and status, and observes their latency.
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let m = &state.core.metrics;
+    m.requests
+        .with_label_values(&[&endpoint, resp.status().as_str()])
+        .inc();
+    m.request_seconds
+        .with_label_values(&[&endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}

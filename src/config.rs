@@ -1,0 +1,159 @@
+//! Command-line settings. Every flag can also be set through the environment variable named
+//! in its help (`DFSERVE_*`), which is how container deployments configure dfserve.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::batcher::BatcherConfig;
+use crate::core::CoreSettings;
+use crate::pipeline::crop::Border;
+use crate::runtime::{Device, SessionOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dfserve",
+    version,
+    about = "Deepfake (face-manipulation) detection server on ONNX Runtime"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Check and list the model configs (and files) in the model directory.
+    Models(RuntimeArgs),
+    /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
+    BenchModel(BenchModelArgs),
+}
+
+/// Where ONNX Runtime and the models are, and how sessions run.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Path to libonnxruntime.so (scripts/setup.sh puts it in .dfserve/lib).
+    #[arg(
+        long,
+        env = "DFSERVE_ORT_LIB",
+        default_value = ".dfserve/lib/libonnxruntime.so.1.31.1"
+    )]
+    pub ort_lib: PathBuf,
+    /// Directory of model configs (*.toml) and their ONNX files.
+    #[arg(long, env = "DFSERVE_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+    /// Execution provider: cpu, cuda[:N] or tensorrt[:N] (GPU ones need the matching cargo feature).
+    #[arg(long, env = "DFSERVE_DEVICE", default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads per session.
+    #[arg(long, env = "DFSERVE_INTRA_THREADS", default_value_t = 2)]
+    pub intra_threads: usize,
+    /// Let ORT threads busy-wait between ops (lower latency, burns idle CPU).
+    #[arg(long, env = "DFSERVE_ORT_SPINNING", default_value_t = false)]
+    pub ort_spinning: bool,
+}
+
+impl RuntimeArgs {
+    pub fn session(&self) -> SessionOptions {
+        SessionOptions {
+            device: self.device,
+            intra_threads: self.intra_threads,
+            spinning: self.ort_spinning,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Address to listen on.
+    #[arg(long, env = "DFSERVE_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// HTTP port (0 picks a free one; the chosen address is logged).
+    #[arg(long, env = "DFSERVE_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// Load only these models (comma-separated); default: every config in --model-dir.
+    #[arg(long, env = "DFSERVE_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Classifier used when a request names none.
+    #[arg(long, env = "DFSERVE_DEFAULT_MODEL", default_value = "meso4_df")]
+    pub default_model: String,
+    /// Face detector model.
+    #[arg(long, env = "DFSERVE_DETECTOR", default_value = "ultraface_rfb320")]
+    pub detector: String,
+    /// Sessions (worker threads) per model.
+    #[arg(long, env = "DFSERVE_INSTANCES", default_value_t = 1)]
+    pub instances: usize,
+    /// Largest batch one model run takes.
+    #[arg(long, env = "DFSERVE_MAX_BATCH_SIZE", default_value_t = 16)]
+    pub max_batch_size: usize,
+    /// How long a worker waits for more entries after the first before running the batch (µs).
+    #[arg(long, env = "DFSERVE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+    /// Entries (faces or images) a model queue holds before new requests get 429.
+    #[arg(long, env = "DFSERVE_MAX_QUEUE_SIZE", default_value_t = 256)]
+    pub max_queue_size: usize,
+    /// Per-request deadline, in milliseconds; past it the request gets 504.
+    #[arg(long, env = "DFSERVE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body, in bytes (413 above).
+    #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest accepted image, in pixels, checked from the header before decoding (422 above).
+    #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+    /// Face crop side as a multiple of the detected box's longer side.
+    #[arg(long, env = "DFSERVE_CROP_MARGIN", default_value_t = 1.0)]
+    pub crop_margin: f32,
+    /// Crops past the image border: clamp (slide inside) or pad (fill black).
+    #[arg(long, env = "DFSERVE_CROP_BORDER", default_value = "clamp")]
+    pub crop_border: Border,
+    /// Log format: text or json.
+    #[arg(long, env = "DFSERVE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ServeArgs {
+    pub fn core_settings(&self) -> CoreSettings {
+        CoreSettings {
+            ort_lib: self.runtime.ort_lib.clone(),
+            model_dir: self.runtime.model_dir.clone(),
+            models: self.models.clone(),
+            default_model: self.default_model.clone(),
+            detector: self.detector.clone(),
+            session: self.runtime.session(),
+            instances: self.instances.max(1),
+            batcher: BatcherConfig {
+                max_batch_size: self.max_batch_size.max(1),
+                max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
+                max_queue_size: self.max_queue_size.max(1),
+            },
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_image_pixels: self.max_image_pixels,
+            crop_margin: self.crop_margin,
+            crop_border: self.crop_border,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchModelArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Model to run.
+    #[arg(long, default_value = "meso4_df")]
+    pub model: String,
+    /// Batch sizes to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16,32")]
+    pub batch_sizes: Vec<usize>,
+    /// Seconds per batch size.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Print one JSON object per batch size instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

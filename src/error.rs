@@ -1,0 +1,64 @@
+//! The inference core's error type.
+//!
+//! Every layer below the protocol front ends reports failures as a [`CoreError`]. Each front end
+//! maps it to its own status code in exactly one place (`api::http::error` for HTTP), so the
+//! same failure means the same thing whichever protocol the caller speaks.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoreError {
+    /// The request itself is malformed (bad option, empty body, bad multipart).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is not something dfserve accepts (e.g. `application/json` on an image endpoint).
+    #[error("unsupported media type '{0}': send image bytes (JPEG, PNG, WebP, BMP, GIF) or multipart/form-data")]
+    UnsupportedMediaType(String),
+    /// The body is larger than `--max-body-bytes`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The bytes are not a decodable image of a supported format.
+    #[error("cannot decode image: {0}")]
+    UndecodableImage(String),
+    /// The image declares more pixels than `--max-image-pixels`; rejected before decoding.
+    #[error("image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (--max-image-pixels)")]
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        max_pixels: u64,
+    },
+    /// No model of that name (or it is not of the kind needed).
+    #[error("unknown model '{0}'; GET /v1/models lists the loaded models")]
+    ModelNotFound(String),
+    /// The model's queue is full: the caller should back off and retry.
+    #[error("queue for model '{0}' is full; retry later")]
+    QueueFull(String),
+    /// The request did not finish within its deadline (`--request-timeout`).
+    #[error("request did not complete within {0:?} (--request-timeout)")]
+    DeadlineExceeded(Duration),
+    /// Models are still loading or warming up, or the server is draining for shutdown.
+    #[error("{0}")]
+    Unavailable(String),
+    /// ONNX Runtime failed on a batch; only the requests in that batch fail.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl CoreError {
+    /// A stable machine-readable code for clients, the same across protocols.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::BadRequest(_) => "bad_request",
+            CoreError::UnsupportedMediaType(_) => "unsupported_media_type",
+            CoreError::PayloadTooLarge(_) => "payload_too_large",
+            CoreError::UndecodableImage(_) => "undecodable_image",
+            CoreError::ImageTooLarge { .. } => "image_too_large",
+            CoreError::ModelNotFound(_) => "model_not_found",
+            CoreError::QueueFull(_) => "queue_full",
+            CoreError::DeadlineExceeded(_) => "deadline_exceeded",
+            CoreError::Unavailable(_) => "unavailable",
+            CoreError::Inference(_) => "inference_failed",
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! dfserve: a self-hosted deepfake (face-manipulation) detection server.
+//!
+//! Where things live:
+//! - [`config`]: command-line and environment settings.
+//! - [`runtime`]: ONNX Runtime environment, execution providers, sessions (`Backend`).
+//! - [`models`]: per-model config files and their validation.
+//! - [`batcher`]: per-model bounded queues and the workers that batch them.
+//! - [`pipeline`]: decode, resize/normalise, detector decoding + NMS, crops, aggregation.
+//! - [`core`]: the inference core that ties the pipeline to the batchers; every front end calls it.
+//! - [`api`]: protocol front ends (HTTP today).
+//! - [`metrics`]: the Prometheus registry.
+//! - [`error`]: the core error enum.
+
+pub mod api;
+pub mod batcher;
+pub mod bench;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod pipeline;
+pub mod runtime;

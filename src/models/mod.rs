@@ -1,0 +1,286 @@
+//! Per-model configuration files (`models/*.toml`): parsing, self-consistency checks, and the
+//! registry of what a model directory holds.
+//!
+//! The config is our contract with an ONNX file: tensor names, layout, pixel normalisation and
+//! which output means "manipulated". `runtime::check_io` later holds it against the session's
+//! real inputs and outputs, so a wrong file fails at start-up rather than scoring garbage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Classifier,
+    Detector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    NHWC,
+    NCHW,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelOrder {
+    RGB,
+    BGR,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    Nearest,
+    Bilinear,
+}
+
+/// How a model wants its image tensor: `value = (pixel * scale - mean[c]) / std[c]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub name: String,
+    pub layout: Layout,
+    pub width: u32,
+    pub height: u32,
+    pub channels: ChannelOrder,
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub resize: ResizeFilter,
+}
+
+impl InputConfig {
+    /// Number of f32 values in one image of the batch.
+    pub fn item_len(&self) -> usize {
+        self.width as usize * self.height as usize * 3
+    }
+
+    /// Shape of one batch row, without the batch dimension.
+    pub fn item_shape(&self) -> [usize; 3] {
+        let (h, w) = (self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::NHWC => [h, w, 3],
+            Layout::NCHW => [3, h, w],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreDirection {
+    /// The output is P(manipulated).
+    HigherIsManipulated,
+    /// The output is P(authentic); dfserve reports `1 - output`.
+    HigherIsAuthentic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierOutput {
+    /// The output tensor holding the score, shape `[N, 1]`.
+    pub score: String,
+    pub direction: ScoreDirection,
+    /// Default decision threshold: score >= threshold is labelled `manipulated`.
+    pub threshold: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorDecoder {
+    /// UltraFace: `scores [N, P, 2]` softmax (background, face), `boxes [N, P, 4]` normalised.
+    Ultraface,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    pub decoder: DetectorDecoder,
+    pub scores: String,
+    pub boxes: String,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub version: String,
+    pub kind: ModelKind,
+    /// ONNX file name, relative to the model directory.
+    pub file: String,
+    pub sha256: String,
+    pub input: InputConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ClassifierOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorConfig>,
+    /// Where the config was read from (not part of the file).
+    #[serde(skip)]
+    pub config_path: PathBuf,
+}
+
+impl ModelConfig {
+    pub fn from_toml(text: &str, path: &Path) -> anyhow::Result<ModelConfig> {
+        let mut cfg: ModelConfig = toml::from_str(text)
+            .with_context(|| format!("parsing model config {}", path.display()))?;
+        cfg.config_path = path.to_path_buf();
+        cfg.validate()
+            .with_context(|| format!("model config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "name '{}' must be non-empty and use only letters, digits, '_' and '-'",
+                self.name
+            );
+        }
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!("sha256 must be 64 hex digits");
+        }
+        let i = &self.input;
+        if i.width == 0 || i.height == 0 {
+            bail!("input width and height must be positive");
+        }
+        if i.scale <= 0.0 || i.std.iter().any(|s| *s <= 0.0) {
+            bail!("input scale and std must be positive");
+        }
+        match self.kind {
+            ModelKind::Classifier => {
+                let out = self
+                    .output
+                    .as_ref()
+                    .context("a classifier needs an [output] table")?;
+                if !(0.0..=1.0).contains(&out.threshold) {
+                    bail!("output.threshold must be in [0, 1]");
+                }
+                if self.detector.is_some() {
+                    bail!("a classifier must not have a [detector] table");
+                }
+            }
+            ModelKind::Detector => {
+                let det = self
+                    .detector
+                    .as_ref()
+                    .context("a detector needs a [detector] table")?;
+                if !(0.0..=1.0).contains(&det.score_threshold)
+                    || !(0.0..=1.0).contains(&det.nms_iou)
+                {
+                    bail!("detector.score_threshold and detector.nms_iou must be in [0, 1]");
+                }
+                if self.output.is_some() {
+                    bail!("a detector must not have an [output] table");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Output tensor names this model's config relies on, in the order the backend returns them.
+    pub fn output_names(&self) -> Vec<String> {
+        match (&self.output, &self.detector) {
+            (Some(o), _) => vec![o.score.clone()],
+            (None, Some(d)) => vec![d.scores.clone(), d.boxes.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// All model configs found in a directory, by name.
+pub fn load_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, ModelConfig>> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "reading model directory {} (see --model-dir)",
+            dir.display()
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cfg = ModelConfig::from_toml(&text, &path)?;
+        if let Some(prev) = out.insert(cfg.name.clone(), cfg) {
+            bail!(
+                "two model configs use the name '{}' ({})",
+                prev.name,
+                prev.config_path.display()
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!("no model configs (*.toml) in {}", dir.display());
+    }
+    Ok(out)
+}
+
+/// sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLASSIFIER: &str = r#"
+name = "m"
+version = "1"
+kind = "classifier"
+file = "m.onnx"
+sha256 = "11cf2bafaa7d1c6dc8c1f37fd2f6d12964e00fb41a0c36a0b4dace828c06ba56"
+[input]
+name = "input"
+layout = "NHWC"
+width = 4
+height = 2
+channels = "RGB"
+scale = 1.0
+mean = [0.0, 0.0, 0.0]
+std = [1.0, 1.0, 1.0]
+resize = "nearest"
+[output]
+score = "fake_prob"
+direction = "higher_is_manipulated"
+threshold = 0.5
+"#;
+
+    #[test]
+    fn parses_a_classifier() {
+        let cfg = ModelConfig::from_toml(CLASSIFIER, Path::new("m.toml")).unwrap();
+        assert_eq!(cfg.input.item_shape(), [2, 4, 3]);
+        assert_eq!(cfg.output_names(), vec!["fake_prob".to_string()]);
+    }
+
+    #[test]
+    fn rejects_bad_threshold_and_unknown_keys() {
+        let bad = CLASSIFIER.replace("threshold = 0.5", "threshold = 1.5");
+        assert!(ModelConfig::from_toml(&bad, Path::new("m.toml")).is_err());
+        let unknown =
+            CLASSIFIER.replace("resize = \"nearest\"", "resize = \"nearest\"\ncolour = 1");
+        let err = ModelConfig::from_toml(&unknown, Path::new("m.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+
+    #[test]
+    fn classifier_without_output_is_rejected() {
+        let cut = CLASSIFIER.split("[output]").next().unwrap();
+        assert!(ModelConfig::from_toml(cut, Path::new("m.toml")).is_err());
+    }
+}
