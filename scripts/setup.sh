@@ -32,6 +32,22 @@ PY="${PYTHON:-python3}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# ---- 0. System packages ----------------------------------------------------------------------
+# cmake + nasm build the bundled libjpeg-turbo (the `turbojpeg` crate's SIMD JPEG decoder).
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v nasm >/dev/null 2>&1 || need+=(nasm)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${need[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup.sh: please install ${need[*]} (needed to build the JPEG decoder), then re-run" >&2
+    exit 1
+  fi
+fi
+
 # ---- 1. ONNX Runtime --------------------------------------------------------------------------
 if [ ! -f "$LIB" ]; then
   log "fetching $WHEEL_PKG==$ORT_VERSION wheel for libonnxruntime"

@@ -51,6 +51,11 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, CoreEr
         }
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) {
+        if !jpeg_has_end_marker(bytes) {
+            return Err(CoreError::UndecodableImage(
+                "truncated JPEG: no end-of-image marker after the scan data".into(),
+            ));
+        }
         if let Some(img) = decode_jpeg_turbo(bytes, limits)? {
             return Ok(img);
         }
@@ -123,6 +128,33 @@ fn decode_jpeg_turbo(bytes: &[u8], limits: DecodeLimits) -> Result<Option<RgbIma
         img.apply_orientation(o);
     }
     Ok(Some(img.into_rgb8()))
+}
+
+/// Whether a JPEG's scan data is followed by an EOI marker, i.e. the file is not truncated.
+///
+/// Decoders fill a truncated scan with grey and only warn; scoring such a half-image would be
+/// misleading, so it is refused. Marker segments before the first scan (EXIF with an embedded
+/// thumbnail and its own EOI, tables, frame header) are skipped by their lengths; inside scan
+/// data a 0xFF byte is always stuffed or a marker, so the first 0xFFD9 there is the real end.
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        if marker == 0xDA {
+            let scan = (i + 2 + len).min(bytes.len());
+            return bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        i += 2 + len;
+    }
+    false
 }
 
 /// EXIF orientation of a JPEG, read from its headers only.
@@ -214,6 +246,61 @@ mod tests {
             matches!(err, CoreError::ImageTooLarge { pixels: 20_000, .. }),
             "{err:?}"
         );
+    }
+
+    /// A minimal little-endian TIFF block holding one tag: Orientation = 6 (rotate 90° CW).
+    const EXIF_ROTATE_90: [u8; 26] = [
+        b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        use image::ImageEncoder;
+        // 4 wide x 2 high, left half red, right half blue.
+        let img = RgbImage::from_fn(4, 2, |x, _| {
+            if x < 2 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        });
+        let mut jpeg = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 100);
+        enc.set_exif_metadata(EXIF_ROTATE_90.to_vec()).unwrap();
+        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let mut png = Vec::new();
+        let mut enc = image::codecs::png::PngEncoder::new(&mut png);
+        enc.set_exif_metadata(EXIF_ROTATE_90.to_vec()).unwrap();
+        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        for (name, bytes) in [("jpeg", jpeg), ("png", png)] {
+            let out = decode_rgb(&bytes, LIMITS).unwrap();
+            assert_eq!(out.dimensions(), (2, 4), "{name}: rotated to portrait");
+            // Rotating 90° clockwise puts the left (red) half on top.
+            assert!(
+                out.get_pixel(0, 0)[0] > 200 && out.get_pixel(1, 3)[2] > 200,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused_but_a_thumbnail_eoi_does_not_hide_it() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
+            Rgb([x as u8 * 4, y as u8 * 4, 9])
+        }));
+        let full = encode(&img, ImageFormat::Jpeg);
+        assert!(jpeg_has_end_marker(&full));
+        let cut = &full[..full.len() * 2 / 3];
+        assert!(!jpeg_has_end_marker(cut));
+        assert!(
+            matches!(decode_rgb(cut, LIMITS), Err(CoreError::UndecodableImage(m)) if m.contains("truncated"))
+        );
+        // An APP1 segment holding a thumbnail's EOI before the scan.
+        let mut with_app1 = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00];
+        with_app1.extend_from_slice(&cut[2..]);
+        assert!(!jpeg_has_end_marker(&with_app1));
     }
 
     #[test]

@@ -47,3 +47,40 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_core_error_has_its_status() {
+        let cases = [
+            (CoreError::BadRequest("x".into()), 400),
+            (CoreError::UnsupportedMediaType("text/plain".into()), 415),
+            (CoreError::PayloadTooLarge("x".into()), 413),
+            (CoreError::UndecodableImage("x".into()), 422),
+            (
+                CoreError::ImageTooLarge {
+                    width: 1,
+                    height: 1,
+                    pixels: 1,
+                    max_pixels: 0,
+                },
+                422,
+            ),
+            (CoreError::ModelNotFound("m".into()), 404),
+            (CoreError::QueueFull("m".into()), 429),
+            (CoreError::DeadlineExceeded(Duration::from_secs(1)), 504),
+            (CoreError::Unavailable("draining".into()), 503),
+            (CoreError::Inference("boom".into()), 500),
+        ];
+        for (err, status) in cases {
+            assert_eq!(status_of(&err).as_u16(), status, "{err:?}");
+            let resp = ApiError(err.clone()).into_response();
+            assert_eq!(resp.status().as_u16(), status);
+            let retry = resp.headers().contains_key("retry-after");
+            assert_eq!(retry, matches!(status, 429 | 503), "{err:?}");
+        }
+    }
+}

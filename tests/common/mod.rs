@@ -1,0 +1,175 @@
+//! Test harness: starts the real `dfserve` binary with the real ONNX Runtime library and the
+//! real models (placed by scripts/setup.sh), on an ephemeral port.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn samples() -> PathBuf {
+    std::env::var_os("DFSERVE_SAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/samples"))
+}
+
+pub fn sample(rel: &str) -> Vec<u8> {
+    let p = samples().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfserve"));
+    cmd.current_dir(root())
+        .args(args)
+        .env("DFSERVE_LOG", "warn");
+    cmd
+}
+
+impl Server {
+    /// Starts `dfserve serve` on 127.0.0.1 and an ephemeral port, and waits until ready.
+    pub async fn start(extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--host", "127.0.0.1", "--http-port", "0"];
+        args.extend_from_slice(extra);
+        let mut child = command(&args)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("DFSERVE_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("starting dfserve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("dfserve: listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("dfserve did not report its address in 60 s");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap();
+        let server = Server {
+            child,
+            base,
+            client,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = server.client.get(server.url("/health/ready")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "dfserve not ready in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn detect(&self, query: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(&format!("/v1/detect{query}")))
+            .header("content-type", "image/jpeg")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the process to exit on its own (after a signal), returning its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `dfserve ARGS` expecting it to fail at start-up; returns (exit code, stderr).
+pub fn run_to_failure(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = command(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running dfserve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Value of one Prometheus sample line `name{labels} value`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Encodes an RGB image in the given format.
+pub fn encode(img: &image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut out, fmt)
+        .unwrap();
+    out.into_inner()
+}
