@@ -66,6 +66,12 @@ impl RuntimeArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -97,9 +103,9 @@ pub struct ServeArgs {
     /// Entries (faces or images) a model queue holds before new requests get 429.
     #[arg(long, env = "DFSERVE_MAX_QUEUE_SIZE", default_value_t = 256)]
     pub max_queue_size: usize,
-    /// Per-request deadline, in milliseconds; past it the request gets 504.
-    #[arg(long, env = "DFSERVE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
-    pub request_timeout_ms: u64,
+    /// Per-request deadline (e.g. 30s, 500ms); past it the request gets 504.
+    #[arg(long, env = "DFSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -112,9 +118,9 @@ pub struct ServeArgs {
     /// Crops past the image border: clamp (slide inside) or pad (fill black).
     #[arg(long, env = "DFSERVE_CROP_BORDER", default_value = "clamp")]
     pub crop_border: Border,
-    /// Log format: text or json.
-    #[arg(long, env = "DFSERVE_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -132,7 +138,7 @@ impl ServeArgs {
                 max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
                 max_queue_size: self.max_queue_size.max(1),
             },
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            request_timeout: self.request_timeout,
             max_image_pixels: self.max_image_pixels,
             crop_margin: self.crop_margin,
             crop_border: self.crop_border,

@@ -5,13 +5,13 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use dfserve::config::{Cli, Command, ServeArgs};
+use dfserve::config::{Cli, Command, LogFormat, ServeArgs};
 use dfserve::core::InferCore;
 use dfserve::metrics::Metrics;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
+    let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
     init_tracing(json_logs);
     let result = match cli.command {
         Command::Serve(args) => serve(args),

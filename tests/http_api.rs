@@ -287,7 +287,7 @@ async fn client_errors_get_the_right_status_and_a_json_body() {
 
 #[tokio::test]
 async fn a_request_past_its_deadline_gets_504() {
-    let s = Server::start(&["--request-timeout-ms", "1"]).await;
+    let s = Server::start(&["--request-timeout", "1ms"]).await;
     let (photo, _) = pasted_photo(&sample("mesonet/df/df01254.jpg"));
     let r = s
         .client
