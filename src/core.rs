@@ -133,8 +133,8 @@ impl LoadedModel {
         t: &mut Timings,
     ) -> Result<EntryOutput, CoreError> {
         let out = self.batcher.infer(row, deadline).await?;
-        t.queue_ms += out.queue.as_secs_f64() * 1e3;
-        t.inference_ms += out.inference.as_secs_f64() * 1e3;
+        t.queue_ms += ms(out.queue);
+        t.inference_ms += ms(out.inference);
         Ok(out)
     }
 }
@@ -413,7 +413,7 @@ impl InferCore {
             Ok::<_, CoreError>((Arc::new(img), row, decode_time))
         })
         .await?;
-        t.decode_ms = decode_time.as_secs_f64() * 1e3;
+        t.decode_ms = ms(decode_time);
         let (width, height) = img.dimensions();
 
         let faces: Vec<(FaceBox, Vec<f32>)> = match opts.mode {
@@ -499,7 +499,10 @@ impl InferCore {
         }
         let scores: Vec<f32> = per_face.iter().map(|f| f.score).collect();
         let score = aggregate(&scores);
-        t.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        t.total_ms = ms(started.elapsed());
+        // Sums of rounded values pick up float noise; round once more.
+        t.queue_ms = (t.queue_ms * 1e3).round() / 1e3;
+        t.inference_ms = (t.inference_ms * 1e3).round() / 1e3;
         Ok(ImageResult {
             width,
             height,
@@ -515,6 +518,11 @@ impl InferCore {
             timings: t,
         })
     }
+}
+
+/// Milliseconds, rounded to the microsecond so JSON stays readable.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn label_for(score: f32, threshold: f32) -> Label {
