@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::error::CoreError;
 use crate::metrics::Metrics;
 use crate::runtime::Backend;
+use crate::stats::ModelStats;
 
 #[derive(Debug, Clone)]
 pub struct BatcherConfig {
@@ -51,6 +52,7 @@ pub struct Batcher {
     model: Arc<str>,
     tx: Sender<Entry>,
     item_len: usize,
+    stats: Arc<ModelStats>,
 }
 
 impl Batcher {
@@ -64,6 +66,7 @@ impl Batcher {
     ) -> Batcher {
         let (tx, rx) = crossbeam_channel::bounded::<Entry>(config.max_queue_size.max(1));
         let item_len = item_shape.iter().product();
+        let stats = Arc::new(ModelStats::default());
         for (i, backend) in backends.into_iter().enumerate() {
             let worker = Worker {
                 model: model.to_string(),
@@ -72,17 +75,19 @@ impl Batcher {
                 item_shape: item_shape.clone(),
                 config: config.clone(),
                 metrics: metrics.clone(),
+                stats: stats.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("dfserve-{model}-{i}"))
                 .spawn(move || worker.run())
                 .expect("spawning a batcher worker thread");
         }
-        Batcher {
-            model: model.into(),
-            tx,
-            item_len,
-        }
+        Batcher { model: model.into(), tx, item_len, stats }
+    }
+
+    /// Cumulative counters for the statistics extension.
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
     }
 
     /// Number of f32 values one entry must hold.
@@ -98,11 +103,7 @@ impl Batcher {
     /// Queues one row and waits for its result. Fails at once with `QueueFull` when the queue
     /// is at capacity. Dropping the returned future withdraws the entry: the worker sees the
     /// closed reply channel and skips it.
-    pub async fn infer(
-        &self,
-        input: Vec<f32>,
-        deadline: Instant,
-    ) -> Result<EntryOutput, CoreError> {
+    pub async fn infer(&self, input: Vec<f32>, deadline: Instant) -> Result<EntryOutput, CoreError> {
         if input.len() != self.item_len {
             return Err(CoreError::BadRequest(format!(
                 "model '{}' expects {} values per item, got {}",
@@ -112,28 +113,20 @@ impl Batcher {
             )));
         }
         let (reply, rx) = oneshot::channel();
-        let entry = Entry {
-            input,
-            enqueued: Instant::now(),
-            deadline,
-            reply,
-        };
+        let enqueued = Instant::now();
+        let entry = Entry { input, enqueued, deadline, reply };
         match self.tx.try_send(entry) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(CoreError::QueueFull(self.model.to_string())),
             Err(TrySendError::Disconnected(_)) => {
-                return Err(CoreError::Unavailable(format!(
-                    "model '{}' has no running workers",
-                    self.model
-                )))
+                return Err(CoreError::Unavailable(format!("model '{}' has no running workers", self.model)))
             }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(CoreError::Inference(format!(
-                "worker for model '{}' stopped",
-                self.model
-            )))
-        })
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(CoreError::Inference(format!("worker for model '{}' stopped", self.model))));
+        self.stats.record_request(result.is_ok(), enqueued.elapsed());
+        result
     }
 }
 
@@ -144,6 +137,7 @@ struct Worker<B> {
     item_shape: Vec<usize>,
     config: BatcherConfig,
     metrics: Arc<Metrics>,
+    stats: Arc<ModelStats>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -151,32 +145,20 @@ impl<B: Backend> Worker<B> {
         let mut input = Vec::new();
         let mut batch = Vec::with_capacity(self.config.max_batch_size);
         while let Some(()) = self.collect(&mut batch) {
-            self.metrics
-                .queue_depth
-                .with_label_values(&[&self.model])
-                .set(self.rx.len() as i64);
+            self.metrics.queue_depth.with_label_values(&[&self.model]).set(self.rx.len() as i64);
             let now = Instant::now();
             batch.retain(|e: &Entry| {
                 if e.reply.is_closed() {
-                    self.metrics
-                        .dropped_entries
-                        .with_label_values(&[&self.model, "cancelled"])
-                        .inc();
+                    self.metrics.dropped_entries.with_label_values(&[&self.model, "cancelled"]).inc();
                     false
                 } else {
                     true
                 }
             });
-            let (live, expired): (Vec<Entry>, Vec<Entry>) =
-                batch.drain(..).partition(|e| e.deadline > now);
+            let (live, expired): (Vec<Entry>, Vec<Entry>) = batch.drain(..).partition(|e| e.deadline > now);
             for e in expired {
-                self.metrics
-                    .dropped_entries
-                    .with_label_values(&[&self.model, "deadline"])
-                    .inc();
-                let _ = e
-                    .reply
-                    .send(Err(CoreError::DeadlineExceeded(now - e.enqueued)));
+                self.metrics.dropped_entries.with_label_values(&[&self.model, "deadline"]).inc();
+                let _ = e.reply.send(Err(CoreError::DeadlineExceeded(now - e.enqueued)));
             }
             if live.is_empty() {
                 continue;
@@ -213,12 +195,9 @@ impl<B: Backend> Worker<B> {
         let result = self.backend.run(input, n, &self.item_shape);
         let inference = started.elapsed();
         let m = &self.metrics;
-        m.batch_size
-            .with_label_values(&[&self.model])
-            .observe(n as f64);
-        m.inference_seconds
-            .with_label_values(&[&self.model])
-            .observe(inference.as_secs_f64());
+        m.batch_size.with_label_values(&[&self.model]).observe(n as f64);
+        m.inference_seconds.with_label_values(&[&self.model]).observe(inference.as_secs_f64());
+        self.stats.record_execution(n, inference);
         match result {
             Ok(outputs) => {
                 if let Some(bad) = outputs.iter().find(|o| o.shape.first() != Some(&n)) {
@@ -234,9 +213,8 @@ impl<B: Backend> Worker<B> {
                 }
                 for (i, e) in live.into_iter().enumerate() {
                     let queue = started.saturating_duration_since(e.enqueued);
-                    m.queue_seconds
-                        .with_label_values(&[&self.model])
-                        .observe(queue.as_secs_f64());
+                    m.queue_seconds.with_label_values(&[&self.model]).observe(queue.as_secs_f64());
+                    self.stats.record_queue(queue);
                     let rows = outputs
                         .iter()
                         .map(|o| {
@@ -244,12 +222,7 @@ impl<B: Backend> Worker<B> {
                             o.data[i * len..(i + 1) * len].to_vec()
                         })
                         .collect();
-                    let _ = e.reply.send(Ok(EntryOutput {
-                        rows,
-                        queue,
-                        inference,
-                        batch_size: n,
-                    }));
+                    let _ = e.reply.send(Ok(EntryOutput { rows, queue, inference, batch_size: n }));
                 }
             }
             Err(err) => {
@@ -278,12 +251,7 @@ mod tests {
     }
 
     impl Backend for Doubler {
-        fn run(
-            &mut self,
-            input: &[f32],
-            batch: usize,
-            _item: &[usize],
-        ) -> anyhow::Result<Vec<OutputTensor>> {
+        fn run(&mut self, input: &[f32], batch: usize, _item: &[usize]) -> anyhow::Result<Vec<OutputTensor>> {
             std::thread::sleep(self.delay);
             self.sizes.lock().unwrap().push(batch);
             if self.fail {
@@ -304,20 +272,13 @@ mod tests {
         fail: bool,
     ) -> (Batcher, Arc<Mutex<Vec<usize>>>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
-        let backend = Doubler {
-            sizes: sizes.clone(),
-            delay: Duration::from_millis(delay_ms),
-            fail,
-        };
+        let backend = Doubler { sizes: sizes.clone(), delay: Duration::from_millis(delay_ms), fail };
         let cfg = BatcherConfig {
             max_batch_size: max_batch,
             max_queue_delay: Duration::from_millis(queue_delay_ms),
             max_queue_size: queue,
         };
-        (
-            Batcher::spawn("t", vec![backend], vec![2], cfg, Arc::new(Metrics::new())),
-            sizes,
-        )
+        (Batcher::spawn("t", vec![backend], vec![2], cfg, Arc::new(Metrics::new())), sizes)
     }
 
     fn far() -> Instant {
@@ -333,11 +294,7 @@ mod tests {
             let o = o.unwrap();
             assert_eq!(o.rows, vec![vec![2.0 * i as f32, 2.0 * (10.0 + i as f32)]]);
         }
-        assert_eq!(
-            *sizes.lock().unwrap(),
-            vec![5],
-            "all five should run as one batch within the delay"
-        );
+        assert_eq!(*sizes.lock().unwrap(), vec![5], "all five should run as one batch within the delay");
     }
 
     #[tokio::test]
@@ -398,28 +355,20 @@ mod tests {
         // This one expires while queued.
         let expired = b.infer(vec![1.0, 1.0], Instant::now() + Duration::from_millis(10));
         // This one is abandoned by its caller.
-        let cancelled =
-            tokio::time::timeout(Duration::from_millis(10), b.infer(vec![2.0, 2.0], far()));
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), b.infer(vec![2.0, 2.0], far()));
         let (e, c) = tokio::join!(expired, cancelled);
         assert!(matches!(e, Err(CoreError::DeadlineExceeded(_))), "{e:?}");
         assert!(c.is_err(), "the timeout should have fired");
         busy.await.unwrap().unwrap();
         b.infer(vec![3.0, 3.0], far()).await.unwrap();
-        assert_eq!(
-            *sizes.lock().unwrap(),
-            vec![1, 1],
-            "only the busy and the last entry may run"
-        );
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 1], "only the busy and the last entry may run");
     }
 
     #[tokio::test]
     async fn backend_error_fails_only_that_batch() {
         let (b, _) = spawn(0, 0, 4, 16, true);
         let err = b.infer(vec![0.0, 0.0], far()).await.unwrap_err();
-        assert!(
-            matches!(err, CoreError::Inference(ref m) if m.contains("boom")),
-            "{err}"
-        );
+        assert!(matches!(err, CoreError::Inference(ref m) if m.contains("boom")), "{err}");
         // The worker is still alive.
         assert!(b.infer(vec![0.0, 0.0], far()).await.is_err());
     }
@@ -427,9 +376,6 @@ mod tests {
     #[tokio::test]
     async fn wrong_input_length_is_a_bad_request() {
         let (b, _) = spawn(0, 0, 4, 16, false);
-        assert!(matches!(
-            b.infer(vec![0.0], far()).await,
-            Err(CoreError::BadRequest(_))
-        ));
+        assert!(matches!(b.infer(vec![0.0], far()).await, Err(CoreError::BadRequest(_))));
     }
 }

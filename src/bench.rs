@@ -22,13 +22,9 @@ pub struct BenchRow {
 pub fn run(args: &BenchModelArgs) -> anyhow::Result<Vec<BenchRow>> {
     let env = crate::runtime::init_environment(&args.runtime.ort_lib)?;
     let configs = crate::models::load_dir(&args.runtime.model_dir)?;
-    let cfg = configs.get(&args.model).with_context(|| {
-        format!(
-            "no config for model '{}' in {}",
-            args.model,
-            args.runtime.model_dir.display()
-        )
-    })?;
+    let cfg = configs
+        .get(&args.model)
+        .with_context(|| format!("no config for model '{}' in {}", args.model, args.runtime.model_dir.display()))?;
     let path = args.runtime.model_dir.join(&cfg.file);
     let mut backend = OrtBackend::load(&env, &path, cfg, &args.runtime.session())?;
     let item_shape = cfg.input.item_shape();

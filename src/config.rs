@@ -12,11 +12,7 @@ use crate::pipeline::crop::Border;
 use crate::runtime::{Device, SessionOptions};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "dfserve",
-    version,
-    about = "Deepfake (face-manipulation) detection server on ONNX Runtime"
-)]
+#[command(name = "dfserve", version, about = "Deepfake (face-manipulation) detection server on ONNX Runtime")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,11 +32,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
     /// Path to libonnxruntime.so (scripts/setup.sh puts it in .dfserve/lib).
-    #[arg(
-        long,
-        env = "DFSERVE_ORT_LIB",
-        default_value = ".dfserve/lib/libonnxruntime.so.1.31.1"
-    )]
+    #[arg(long, env = "DFSERVE_ORT_LIB", default_value = ".dfserve/lib/libonnxruntime.so.1.31.1")]
     pub ort_lib: PathBuf,
     /// Directory of model configs (*.toml) and their ONNX files.
     #[arg(long, env = "DFSERVE_MODEL_DIR", default_value = "models")]
@@ -58,11 +50,7 @@ pub struct RuntimeArgs {
 
 impl RuntimeArgs {
     pub fn session(&self) -> SessionOptions {
-        SessionOptions {
-            device: self.device,
-            intra_threads: self.intra_threads,
-            spinning: self.ort_spinning,
-        }
+        SessionOptions { device: self.device, intra_threads: self.intra_threads, spinning: self.ort_spinning }
     }
 }
 

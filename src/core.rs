@@ -25,7 +25,8 @@ use crate::pipeline::crop::{square_region, Border};
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
 use crate::pipeline::detect::{decode_ultraface, FaceBox};
 use crate::pipeline::preprocess::{model_input, Region};
-use crate::runtime::{OrtBackend, SessionOptions};
+use crate::runtime::{OrtBackend, SessionOptions, TensorSpec};
+use crate::stats::ModelStats;
 
 /// Everything the core needs to load and run models, gathered from the CLI.
 #[derive(Debug, Clone)]
@@ -120,18 +121,26 @@ pub struct ModelInfo {
     pub queue_depth: usize,
 }
 
-struct LoadedModel {
-    config: ModelConfig,
-    batcher: Batcher,
+/// A model with its running batcher, as the front ends see it.
+pub struct LoadedModel {
+    pub config: ModelConfig,
+    pub batcher: Batcher,
+    /// The float32 outputs every run returns, in order (`EntryOutput::rows` follows it).
+    pub outputs: Vec<TensorSpec>,
 }
 
 impl LoadedModel {
-    async fn infer(
-        &self,
-        row: Vec<f32>,
-        deadline: Instant,
-        t: &mut Timings,
-    ) -> Result<EntryOutput, CoreError> {
+    /// Position of output `name` in `outputs` (and so in `EntryOutput::rows`).
+    pub fn output_index(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|o| o.name == name)
+    }
+
+    /// Shape of one batch row of the input (without the batch dimension).
+    pub fn input_shape(&self) -> Vec<i64> {
+        self.config.input.item_shape().iter().map(|d| *d as i64).collect()
+    }
+
+    async fn infer(&self, row: Vec<f32>, deadline: Instant, t: &mut Timings) -> Result<EntryOutput, CoreError> {
         let out = self.batcher.infer(row, deadline).await?;
         t.queue_ms += ms(out.queue);
         t.inference_ms += ms(out.inference);
@@ -148,6 +157,8 @@ pub struct InferCore {
     draining: AtomicBool,
     pub metrics: Arc<Metrics>,
     device: String,
+    /// Totals for the whole image pipeline (the KServe `dfserve` model and /v1/detect).
+    pipeline_stats: ModelStats,
 }
 
 impl InferCore {
@@ -171,22 +182,13 @@ impl InferCore {
         }
         match configs.get(&settings.default_model) {
             Some(c) if c.kind == ModelKind::Classifier => {}
-            Some(_) => bail!(
-                "--default-model '{}' is not a classifier",
-                settings.default_model
-            ),
-            None => bail!(
-                "--default-model '{}' is not among the loaded models",
-                settings.default_model
-            ),
+            Some(_) => bail!("--default-model '{}' is not a classifier", settings.default_model),
+            None => bail!("--default-model '{}' is not among the loaded models", settings.default_model),
         }
         match configs.get(&settings.detector) {
             Some(c) if c.kind == ModelKind::Detector => {}
             Some(_) => bail!("--detector '{}' is not a detector model", settings.detector),
-            None => bail!(
-                "--detector '{}' is not among the loaded models",
-                settings.detector
-            ),
+            None => bail!("--detector '{}' is not among the loaded models", settings.detector),
         }
         let mut models = BTreeMap::new();
         for (name, config) in configs {
@@ -210,6 +212,7 @@ impl InferCore {
             let backends = (0..settings.instances.max(1))
                 .map(|_| OrtBackend::load(&env, &path, &config, &settings.session))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let outputs = backends[0].outputs().to_vec();
             let batcher = Batcher::spawn(
                 &name,
                 backends,
@@ -231,7 +234,7 @@ impl InferCore {
                     config.sha256.as_str(),
                 ])
                 .set(1);
-            models.insert(name, Arc::new(LoadedModel { config, batcher }));
+            models.insert(name, Arc::new(LoadedModel { config, batcher, outputs }));
         }
         let core = InferCore {
             models,
@@ -242,6 +245,7 @@ impl InferCore {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             metrics,
+            pipeline_stats: ModelStats::default(),
         };
         Ok(core)
     }
@@ -252,10 +256,7 @@ impl InferCore {
         let deadline = Instant::now() + Duration::from_secs(120);
         for (name, m) in &self.models {
             let row = vec![0.5f32; m.batcher.item_len()];
-            m.batcher
-                .infer(row, deadline)
-                .await
-                .with_context(|| format!("warm-up run of model '{name}'"))?;
+            m.batcher.infer(row, deadline).await.with_context(|| format!("warm-up run of model '{name}'"))?;
         }
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(models = self.models.len(), "all models warmed up; ready");
@@ -287,6 +288,24 @@ impl InferCore {
             .collect()
     }
 
+    /// A loaded model by name.
+    pub fn model(&self, name: &str) -> Option<&Arc<LoadedModel>> {
+        self.models.get(name)
+    }
+
+    /// Every loaded model, by name.
+    pub fn loaded_models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.models.values()
+    }
+
+    pub fn pipeline_stats(&self) -> &ModelStats {
+        &self.pipeline_stats
+    }
+
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
     pub fn default_model(&self) -> &str {
         &self.default_model
     }
@@ -309,14 +328,13 @@ impl InferCore {
         Ok((m.config.name.clone(), m.config.version.clone()))
     }
 
-    fn admit(&self) -> Result<(), CoreError> {
+    /// Refuses work while models warm up or the server drains.
+    pub fn admit(&self) -> Result<(), CoreError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(CoreError::Unavailable("server is shutting down".into()));
         }
         if !self.ready.load(Ordering::SeqCst) {
-            return Err(CoreError::Unavailable(
-                "models are still loading; retry shortly".into(),
-            ));
+            return Err(CoreError::Unavailable("models are still loading; retry shortly".into()));
         }
         Ok(())
     }
@@ -327,9 +345,7 @@ impl InferCore {
         self.classifier(opts.model.as_deref())?;
         if let Some(t) = opts.threshold {
             if !(0.0..=1.0).contains(&t) {
-                return Err(CoreError::BadRequest(format!(
-                    "threshold must be in [0, 1], got {t}"
-                )));
+                return Err(CoreError::BadRequest(format!("threshold must be in [0, 1], got {t}")));
             }
         }
         Ok(())
@@ -345,10 +361,11 @@ impl InferCore {
         self.admit()?;
         self.check_options(opts)?;
         let timeout = self.settings.request_timeout;
-        let result =
-            tokio::time::timeout_at(deadline.into(), self.detect_inner(bytes, opts, deadline))
-                .await
-                .unwrap_or(Err(CoreError::DeadlineExceeded(timeout)));
+        let started = Instant::now();
+        let result = tokio::time::timeout_at(deadline.into(), self.detect_inner(bytes, opts, deadline))
+            .await
+            .unwrap_or(Err(CoreError::DeadlineExceeded(timeout)));
+        self.pipeline_stats.record_request(result.is_ok(), started.elapsed());
         let label = match &result {
             Ok(r) => match (r.status, r.label) {
                 (Status::NoFace, _) => "no_face",
@@ -369,24 +386,15 @@ impl InferCore {
     ) -> Result<ImageResult, CoreError> {
         let started = Instant::now();
         let classifier = self.classifier(opts.model.as_deref())?.clone();
-        let out_cfg = classifier
-            .config
-            .output
-            .clone()
-            .expect("classifier configs have an [output] table");
+        let out_cfg = classifier.config.output.clone().expect("classifier configs have an [output] table");
+        let score_index = classifier.output_index(&out_cfg.score).expect("checked at load");
         let threshold = opts.threshold.unwrap_or(out_cfg.threshold);
         let mut t = Timings::default();
 
         // Decode, plus the first model input (detector, or classifier in whole mode).
-        let limits = DecodeLimits {
-            max_pixels: self.settings.max_image_pixels,
-        };
+        let limits = DecodeLimits { max_pixels: self.settings.max_image_pixels };
         let first_model = match opts.mode {
-            Mode::Faces => self
-                .models
-                .get(&self.detector)
-                .expect("detector checked at load")
-                .clone(),
+            Mode::Faces => self.models.get(&self.detector).expect("detector checked at load").clone(),
             Mode::Whole => classifier.clone(),
         };
         let metrics = self.metrics.clone();
@@ -395,21 +403,11 @@ impl InferCore {
             let t0 = Instant::now();
             let img = decode_rgb(&bytes, limits)?;
             let decode_time = t0.elapsed();
-            metrics
-                .stage_seconds
-                .with_label_values(&["decode"])
-                .observe(decode_time.as_secs_f64());
+            metrics.stage_seconds.with_label_values(&["decode"]).observe(decode_time.as_secs_f64());
             let t1 = Instant::now();
             let row = model_input(&img, Region::whole(&img), &fm.config.input);
-            let stage = if fm.config.kind == ModelKind::Detector {
-                "detect_preprocess"
-            } else {
-                "classify_preprocess"
-            };
-            metrics
-                .stage_seconds
-                .with_label_values(&[stage])
-                .observe(t1.elapsed().as_secs_f64());
+            let stage = if fm.config.kind == ModelKind::Detector { "detect_preprocess" } else { "classify_preprocess" };
+            metrics.stage_seconds.with_label_values(&[stage]).observe(t1.elapsed().as_secs_f64());
             Ok::<_, CoreError>((Arc::new(img), row, decode_time))
         })
         .await?;
@@ -418,22 +416,16 @@ impl InferCore {
 
         let faces: Vec<(FaceBox, Vec<f32>)> = match opts.mode {
             Mode::Whole => {
-                let whole = FaceBox {
-                    x1: 0.0,
-                    y1: 0.0,
-                    x2: width as f32,
-                    y2: height as f32,
-                    confidence: 1.0,
-                };
+                let whole = FaceBox { x1: 0.0, y1: 0.0, x2: width as f32, y2: height as f32, confidence: 1.0 };
                 vec![(whole, first_row)]
             }
             Mode::Faces => {
-                let det = first_model.infer(first_row, deadline, &mut t).await?;
-                let det_cfg = first_model
-                    .config
-                    .detector
-                    .clone()
-                    .expect("detector configs have a [detector] table");
+                let mut det = first_model.infer(first_row, deadline, &mut t).await?;
+                let det_cfg = first_model.config.detector.clone().expect("detector configs have a [detector] table");
+                let scores =
+                    std::mem::take(&mut det.rows[first_model.output_index(&det_cfg.scores).expect("checked at load")]);
+                let boxes =
+                    std::mem::take(&mut det.rows[first_model.output_index(&det_cfg.boxes).expect("checked at load")]);
                 let cls_input = classifier.config.input.clone();
                 let (margin, border) = (self.settings.crop_margin, self.settings.crop_border);
                 let metrics = self.metrics.clone();
@@ -441,14 +433,9 @@ impl InferCore {
                 blocking(move || {
                     let t0 = Instant::now();
                     let boxes = match det_cfg.decoder {
-                        crate::models::DetectorDecoder::Ultraface => decode_ultraface(
-                            &det.rows[0],
-                            &det.rows[1],
-                            width,
-                            height,
-                            det_cfg.score_threshold,
-                            det_cfg.nms_iou,
-                        ),
+                        crate::models::DetectorDecoder::Ultraface => {
+                            decode_ultraface(&scores, &boxes, width, height, det_cfg.score_threshold, det_cfg.nms_iou)
+                        }
                     };
                     metrics
                         .stage_seconds
@@ -456,20 +443,13 @@ impl InferCore {
                         .observe(t0.elapsed().as_secs_f64());
                     let t1 = Instant::now();
                     let crops = crops_for(&img, boxes, &cls_input, margin, border);
-                    metrics
-                        .stage_seconds
-                        .with_label_values(&["crop"])
-                        .observe(t1.elapsed().as_secs_f64());
+                    metrics.stage_seconds.with_label_values(&["crop"]).observe(t1.elapsed().as_secs_f64());
                     Ok::<_, CoreError>(crops)
                 })
                 .await?
             }
         };
-        self.metrics.faces.inc_by(if opts.mode == Mode::Faces {
-            faces.len() as u64
-        } else {
-            0
-        });
+        self.metrics.faces.inc_by(if opts.mode == Mode::Faces { faces.len() as u64 } else { 0 });
 
         // Every face is its own batch entry, so faces of this and other requests batch together.
         let mut per_face = Vec::with_capacity(faces.len());
@@ -485,7 +465,7 @@ impl InferCore {
             let (face, out, ft) = r?;
             t.queue_ms += ft.queue_ms;
             t.inference_ms += ft.inference_ms;
-            let raw = out.rows[0][0];
+            let raw = out.rows[score_index][0];
             let score = match out_cfg.direction {
                 ScoreDirection::HigherIsManipulated => raw,
                 ScoreDirection::HigherIsAuthentic => 1.0 - raw,
@@ -506,11 +486,7 @@ impl InferCore {
         Ok(ImageResult {
             width,
             height,
-            status: if score.is_some() {
-                Status::Ok
-            } else {
-                Status::NoFace
-            },
+            status: if score.is_some() { Status::Ok } else { Status::NoFace },
             score,
             label: score.map(|s| label_for(s, threshold)),
             threshold,
@@ -554,9 +530,7 @@ fn crops_for(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
 ) -> Result<T, CoreError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(CoreError::Inference(format!(
-            "image processing task failed: {e}"
-        )))
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(CoreError::Inference(format!("image processing task failed: {e}"))))
 }

@@ -22,12 +22,7 @@ pub enum CoreError {
     UndecodableImage(String),
     /// The image declares more pixels than `--max-image-pixels`; rejected before decoding.
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (--max-image-pixels)")]
-    ImageTooLarge {
-        width: u32,
-        height: u32,
-        pixels: u64,
-        max_pixels: u64,
-    },
+    ImageTooLarge { width: u32, height: u32, pixels: u64, max_pixels: u64 },
     /// No model of that name (or it is not of the kind needed).
     #[error("unknown model '{0}'; GET /v1/models lists the loaded models")]
     ModelNotFound(String),

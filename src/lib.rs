@@ -10,6 +10,7 @@
 //! - [`api`]: protocol front ends (HTTP today).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`error`]: the core error enum.
+//! - [`stats`]: per-model totals for the KServe/Triton statistics extension.
 
 pub mod api;
 pub mod batcher;
@@ -21,3 +22,4 @@ pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod runtime;
+pub mod stats;

@@ -28,11 +28,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let filter =
-        EnvFilter::try_from_env("DFSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("DFSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -41,24 +38,17 @@ fn init_tracing(json: bool) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::new());
         let settings = args.core_settings();
-        let core =
-            tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??;
+        let core = tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??;
         let core = Arc::new(core);
 
         let addr: SocketAddr = format!("{}:{}", args.host, args.http_port)
             .parse()
-            .with_context(|| {
-                format!("bad --host/--http-port '{}:{}'", args.host, args.http_port)
-            })?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+            .with_context(|| format!("bad --host/--http-port '{}:{}'", args.host, args.http_port))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!(%local, "HTTP listening");
         // A plain line on stdout for scripts and tests that start dfserve on port 0.
@@ -111,10 +101,7 @@ fn list_models(args: &dfserve::config::RuntimeArgs) -> anyhow::Result<()> {
         } else {
             "CHECKSUM MISMATCH".to_string()
         };
-        println!(
-            "{name:<22} v{:<3} {:<10?} {:<28} {state}",
-            cfg.version, cfg.kind, cfg.file
-        );
+        println!("{name:<22} v{:<3} {:<10?} {:<28} {state}", cfg.version, cfg.kind, cfg.file);
     }
     Ok(())
 }
@@ -126,19 +113,11 @@ fn bench_model(args: &dfserve::config::BenchModelArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
     } else {
-        println!(
-            "{:<20} {:>6} {:>8} {:>10} {:>10} {:>10}",
-            "model", "batch", "runs", "images/s", "p50 ms", "p99 ms"
-        );
+        println!("{:<20} {:>6} {:>8} {:>10} {:>10} {:>10}", "model", "batch", "runs", "images/s", "p50 ms", "p99 ms");
         for r in rows {
             println!(
                 "{:<20} {:>6} {:>8} {:>10.1} {:>10.3} {:>10.3}",
-                r.model,
-                r.batch_size,
-                r.runs,
-                r.images_per_s,
-                r.p50_ms_per_batch,
-                r.p99_ms_per_batch
+                r.model, r.batch_size, r.runs, r.images_per_s, r.p50_ms_per_batch, r.p99_ms_per_batch
             );
         }
     }

@@ -2,8 +2,7 @@
 //! batcher workers. `GET /metrics` renders the registry in the text exposition format.
 
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry,
+    exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 pub struct Metrics {
@@ -40,37 +39,25 @@ impl Metrics {
         let registry = Registry::new();
         let latency = exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"); // 0.5 ms .. 16 s
         let requests = IntCounterVec::new(
-            Opts::new(
-                "dfserve_requests_total",
-                "Requests by endpoint and HTTP status",
-            ),
+            Opts::new("dfserve_requests_total", "Requests by endpoint and HTTP status"),
             &["endpoint", "status"],
         )
         .expect("metric");
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "dfserve_request_duration_seconds",
-                "Request latency by endpoint",
-            )
-            .buckets(latency.clone()),
+            HistogramOpts::new("dfserve_request_duration_seconds", "Request latency by endpoint")
+                .buckets(latency.clone()),
             &["endpoint"],
         )
         .expect("metric");
         let queue_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "dfserve_queue_duration_seconds",
-                "Time an entry waited in a model queue",
-            )
-            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
+            HistogramOpts::new("dfserve_queue_duration_seconds", "Time an entry waited in a model queue")
+                .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
             &["model"],
         )
         .expect("metric");
         let inference_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "dfserve_inference_duration_seconds",
-                "Model run time per batch",
-            )
-            .buckets(latency.clone()),
+            HistogramOpts::new("dfserve_inference_duration_seconds", "Model run time per batch")
+                .buckets(latency.clone()),
             &["model"],
         )
         .expect("metric");
@@ -80,46 +67,28 @@ impl Metrics {
             &["model"],
         )
         .expect("metric");
-        let queue_depth = IntGaugeVec::new(
-            Opts::new("dfserve_queue_depth", "Entries waiting in a model queue"),
-            &["model"],
-        )
-        .expect("metric");
+        let queue_depth =
+            IntGaugeVec::new(Opts::new("dfserve_queue_depth", "Entries waiting in a model queue"), &["model"])
+                .expect("metric");
         let dropped_entries = IntCounterVec::new(
-            Opts::new(
-                "dfserve_dropped_entries_total",
-                "Queue entries dropped before inference",
-            ),
+            Opts::new("dfserve_dropped_entries_total", "Queue entries dropped before inference"),
             &["model", "reason"],
         )
         .expect("metric");
         let inference_errors = IntCounterVec::new(
-            Opts::new(
-                "dfserve_inference_errors_total",
-                "Batches whose model run failed",
-            ),
+            Opts::new("dfserve_inference_errors_total", "Batches whose model run failed"),
             &["model"],
         )
         .expect("metric");
         let stage_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "dfserve_stage_duration_seconds",
-                "CPU pipeline stage time per image",
-            )
-            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
+            HistogramOpts::new("dfserve_stage_duration_seconds", "CPU pipeline stage time per image")
+                .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
             &["stage"],
         )
         .expect("metric");
-        let images = IntCounterVec::new(
-            Opts::new("dfserve_images_total", "Images scored, by label"),
-            &["label"],
-        )
-        .expect("metric");
-        let faces = IntCounter::new(
-            "dfserve_faces_detected_total",
-            "Faces found by the detector",
-        )
-        .expect("metric");
+        let images = IntCounterVec::new(Opts::new("dfserve_images_total", "Images scored, by label"), &["label"])
+            .expect("metric");
+        let faces = IntCounter::new("dfserve_faces_detected_total", "Faces found by the detector").expect("metric");
         let model_info = IntGaugeVec::new(
             Opts::new("dfserve_model_info", "Loaded models (value is always 1)"),
             &["model", "version", "kind", "device", "sha256"],

@@ -16,30 +16,18 @@ const REFERENCE: [(&str, [f64; 4]); 4] = [
     ("mesonet/real/real00240.jpg", [0.010, 0.119, 0.000, 0.000]),
     ("mesonet/real/real00772.jpg", [0.002, 0.048, 0.000, 0.009]),
 ];
-const CLASSIFIERS: [&str; 4] = [
-    "meso4_df",
-    "meso4_f2f",
-    "mesoinception4_df",
-    "mesoinception4_f2f",
-];
+const CLASSIFIERS: [&str; 4] = ["meso4_df", "meso4_f2f", "mesoinception4_df", "mesoinception4_f2f"];
 
 fn score(v: &Value) -> f64 {
-    v["results"][0]["score"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no score in {v}"))
+    v["results"][0]["score"].as_f64().unwrap_or_else(|| panic!("no score in {v}"))
 }
 
 /// A 1024x768 gradient "photo" with a face crop pasted at (600, 300).
 fn pasted_photo(face: &[u8]) -> (Vec<u8>, (u32, u32, u32, u32)) {
     let face = image::load_from_memory(face).unwrap().to_rgb8();
-    let mut bg = RgbImage::from_fn(1024, 768, |x, y| {
-        Rgb([(x * 255 / 1024) as u8, (y * 255 / 768) as u8, 120])
-    });
+    let mut bg = RgbImage::from_fn(1024, 768, |x, y| Rgb([(x * 255 / 1024) as u8, (y * 255 / 768) as u8, 120]));
     image::imageops::replace(&mut bg, &face, 600, 300);
-    (
-        encode(&bg, ImageFormat::Jpeg),
-        (600, 300, 600 + face.width(), 300 + face.height()),
-    )
+    (encode(&bg, ImageFormat::Jpeg), (600, 300, 600 + face.width(), 300 + face.height()))
 }
 
 #[tokio::test]
@@ -47,21 +35,12 @@ async fn sample_scores_match_the_reference_table() {
     let s = Server::start(&[]).await;
     for (file, want) in REFERENCE {
         for (model, want) in CLASSIFIERS.iter().zip(want) {
-            let (status, body) = s
-                .detect(&format!("?mode=whole&model={model}"), sample(file))
-                .await;
+            let (status, body) = s.detect(&format!("?mode=whole&model={model}"), sample(file)).await;
             assert_eq!(status, 200, "{body}");
             let got = score(&body);
-            assert!(
-                (got - want).abs() <= 1e-3 + 5e-4,
-                "{file} {model}: got {got:.4}, table {want:.3}"
-            );
+            assert!((got - want).abs() <= 1e-3 + 5e-4, "{file} {model}: got {got:.4}, table {want:.3}");
             assert_eq!(body["model"]["name"], *model);
-            let label = if got >= 0.5 {
-                "manipulated"
-            } else {
-                "authentic"
-            };
+            let label = if got >= 0.5 { "manipulated" } else { "authentic" };
             assert_eq!(body["results"][0]["label"], label);
             assert_eq!(body["results"][0]["status"], "ok");
         }
@@ -83,29 +62,15 @@ async fn a_face_pasted_into_a_photo_is_found_and_scored_like_the_crop() {
         assert_eq!(r["height"], 768);
         let faces = r["faces"].as_array().unwrap();
         assert_eq!(faces.len(), 1, "{file}: {body}");
-        let b: Vec<f64> = faces[0]["box"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let b: Vec<f64> = faces[0]["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
-        assert!(
-            cx > px1 as f64 && cx < px2 as f64 && cy > py1 as f64 && cy < py2 as f64,
-            "{file}: box {b:?}"
-        );
+        assert!(cx > px1 as f64 && cx < px2 as f64 && cy > py1 as f64 && cy < py2 as f64, "{file}: box {b:?}");
         assert!(faces[0]["confidence"].as_f64().unwrap() > 0.7);
         let got = score(&body);
-        assert!(
-            (got - own_score).abs() < 0.2,
-            "{file}: pasted {got:.3} vs crop {own_score:.3}"
-        );
+        assert!((got - own_score).abs() < 0.2, "{file}: pasted {got:.3} vs crop {own_score:.3}");
         assert_eq!(r["label"], own["results"][0]["label"], "{file}");
         for k in ["decode_ms", "queue_ms", "inference_ms", "total_ms"] {
-            assert!(
-                r["timings"][k].as_f64().is_some(),
-                "timing {k} missing: {r}"
-            );
+            assert!(r["timings"][k].as_f64().is_some(), "timing {k} missing: {r}");
         }
     }
 }
@@ -124,32 +89,13 @@ async fn an_image_without_faces_is_no_face() {
 #[tokio::test]
 async fn multipart_answers_each_file_in_order_and_a_bad_file_fails_alone() {
     let s = Server::start(&[]).await;
-    let png = encode(
-        &image::load_from_memory(&sample("mesonet/real/real00240.jpg"))
-            .unwrap()
-            .to_rgb8(),
-        ImageFormat::Png,
-    );
+    let png =
+        encode(&image::load_from_memory(&sample("mesonet/real/real00240.jpg")).unwrap().to_rgb8(), ImageFormat::Png);
     let form = reqwest::multipart::Form::new()
-        .part(
-            "a",
-            reqwest::multipart::Part::bytes(sample("mesonet/df/df00204.jpg")).file_name("fake.jpg"),
-        )
-        .part(
-            "b",
-            reqwest::multipart::Part::bytes(b"not an image at all".to_vec()).file_name("junk.jpg"),
-        )
-        .part(
-            "c",
-            reqwest::multipart::Part::bytes(png).file_name("real.png"),
-        );
-    let r = s
-        .client
-        .post(s.url("/v1/detect?mode=whole"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .part("a", reqwest::multipart::Part::bytes(sample("mesonet/df/df00204.jpg")).file_name("fake.jpg"))
+        .part("b", reqwest::multipart::Part::bytes(b"not an image at all".to_vec()).file_name("junk.jpg"))
+        .part("c", reqwest::multipart::Part::bytes(png).file_name("real.png"));
+    let r = s.client.post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     let results = body["results"].as_array().unwrap();
@@ -163,122 +109,51 @@ async fn multipart_answers_each_file_in_order_and_a_bad_file_fails_alone() {
     assert_eq!(results[2]["filename"], "real.png");
     assert_eq!(results[2]["label"], "authentic");
     // PNG of the same pixels scores like the JPEG it came from.
-    assert!(
-        (results[2]["score"].as_f64().unwrap() - 0.010).abs() < 2e-3,
-        "{}",
-        results[2]
-    );
+    assert!((results[2]["score"].as_f64().unwrap() - 0.010).abs() < 2e-3, "{}", results[2]);
 }
 
 async fn expect_error(s: &Server, req: reqwest::RequestBuilder, status: u16, code: &str) {
     let r = req.send().await.unwrap();
     assert_eq!(r.status().as_u16(), status, "expected {status} {code}");
-    let body: Value = r
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{status} {code}: body is not JSON: {e}"));
+    let body: Value = r.json().await.unwrap_or_else(|e| panic!("{status} {code}: body is not JSON: {e}"));
     assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["error"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     // The server keeps serving.
-    let (ok, _) = s
-        .detect("?mode=whole", sample("mesonet/real/real00772.jpg"))
-        .await;
+    let (ok, _) = s.detect("?mode=whole", sample("mesonet/real/real00772.jpg")).await;
     assert_eq!(ok, 200);
 }
 
 #[tokio::test]
 async fn client_errors_get_the_right_status_and_a_json_body() {
-    let s = Server::start(&[
-        "--max-body-bytes",
-        "200000",
-        "--max-image-pixels",
-        "1000000",
-    ])
-    .await;
+    let s = Server::start(&["--max-body-bytes", "200000", "--max-image-pixels", "1000000"]).await;
     let jpeg = sample("mesonet/df/df00204.jpg");
     let post = |q: &str| s.client.post(s.url(&format!("/v1/detect{q}")));
     // 400: empty body, bad option values, unknown option.
     expect_error(&s, post(""), 400, "bad_request").await;
-    expect_error(
-        &s,
-        post("?threshold=1.5").body(jpeg.clone()),
-        400,
-        "bad_request",
-    )
-    .await;
-    expect_error(
-        &s,
-        post("?mode=sideways").body(jpeg.clone()),
-        400,
-        "bad_request",
-    )
-    .await;
+    expect_error(&s, post("?threshold=1.5").body(jpeg.clone()), 400, "bad_request").await;
+    expect_error(&s, post("?mode=sideways").body(jpeg.clone()), 400, "bad_request").await;
     expect_error(&s, post("?colour=1").body(jpeg.clone()), 400, "bad_request").await;
     expect_error(
         &s,
-        post("")
-            .header("content-type", "multipart/form-data; boundary=XYZ")
-            .body("garbage"),
+        post("").header("content-type", "multipart/form-data; boundary=XYZ").body("garbage"),
         400,
         "bad_request",
     )
     .await;
     // 404: unknown model, or a detector named as classifier.
-    expect_error(
-        &s,
-        post("?model=nope").body(jpeg.clone()),
-        404,
-        "model_not_found",
-    )
-    .await;
-    expect_error(
-        &s,
-        post("?model=ultraface_rfb320").body(jpeg.clone()),
-        404,
-        "model_not_found",
-    )
-    .await;
+    expect_error(&s, post("?model=nope").body(jpeg.clone()), 404, "model_not_found").await;
+    expect_error(&s, post("?model=ultraface_rfb320").body(jpeg.clone()), 404, "model_not_found").await;
     // 413: body over --max-body-bytes, raw and multipart.
-    expect_error(
-        &s,
-        post("").body(vec![0u8; 300_000]),
-        413,
-        "payload_too_large",
-    )
-    .await;
-    let big = reqwest::multipart::Form::new().part(
-        "a",
-        reqwest::multipart::Part::bytes(vec![0u8; 300_000]).file_name("a.jpg"),
-    );
+    expect_error(&s, post("").body(vec![0u8; 300_000]), 413, "payload_too_large").await;
+    let big = reqwest::multipart::Form::new()
+        .part("a", reqwest::multipart::Part::bytes(vec![0u8; 300_000]).file_name("a.jpg"));
     expect_error(&s, post("").multipart(big), 413, "payload_too_large").await;
     // 415: a JSON body.
-    expect_error(
-        &s,
-        post("")
-            .header("content-type", "application/json")
-            .body("{}"),
-        415,
-        "unsupported_media_type",
-    )
-    .await;
+    expect_error(&s, post("").header("content-type", "application/json").body("{}"), 415, "unsupported_media_type")
+        .await;
     // 422: not an image; truncated; over --max-image-pixels (checked from the header).
-    expect_error(
-        &s,
-        post("").body("definitely not an image"),
-        422,
-        "undecodable_image",
-    )
-    .await;
-    expect_error(
-        &s,
-        post("").body(jpeg[..jpeg.len() / 3].to_vec()),
-        422,
-        "undecodable_image",
-    )
-    .await;
+    expect_error(&s, post("").body("definitely not an image"), 422, "undecodable_image").await;
+    expect_error(&s, post("").body(jpeg[..jpeg.len() / 3].to_vec()), 422, "undecodable_image").await;
     let huge = encode(&RgbImage::new(1200, 1000), ImageFormat::Png);
     expect_error(&s, post("").body(huge), 422, "image_too_large").await;
     // Unknown route: JSON 404 too.
@@ -289,13 +164,7 @@ async fn client_errors_get_the_right_status_and_a_json_body() {
 async fn a_request_past_its_deadline_gets_504() {
     let s = Server::start(&["--request-timeout", "1ms"]).await;
     let (photo, _) = pasted_photo(&sample("mesonet/df/df01254.jpg"));
-    let r = s
-        .client
-        .post(s.url("/v1/detect"))
-        .body(photo)
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.post(s.url("/v1/detect")).body(photo).send().await.unwrap();
     assert_eq!(r.status(), 504);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "deadline_exceeded");
@@ -305,12 +174,7 @@ async fn a_request_past_its_deadline_gets_504() {
 async fn a_full_queue_answers_429_at_once_and_the_server_recovers() {
     let s = Server::start(&["--max-queue-size", "1", "--max-batch-size", "1"]).await;
     let (photo, _) = pasted_photo(&sample("mesonet/df/df01254.jpg"));
-    let reqs = (0..48).map(|_| {
-        s.client
-            .post(s.url("/v1/detect"))
-            .body(photo.clone())
-            .send()
-    });
+    let reqs = (0..48).map(|_| s.client.post(s.url("/v1/detect")).body(photo.clone()).send());
     let responses = futures::future::join_all(reqs).await;
     let mut statuses = std::collections::BTreeMap::new();
     let mut saw_retry_after = false;
@@ -325,11 +189,7 @@ async fn a_full_queue_answers_429_at_once_and_the_server_recovers() {
     }
     assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "{statuses:?}");
     assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
-    assert_eq!(
-        statuses.keys().filter(|k| **k != 200 && **k != 429).count(),
-        0,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.keys().filter(|k| **k != 200 && **k != 429).count(), 0, "{statuses:?}");
     assert!(saw_retry_after);
     let (status, _) = s.detect("", photo).await;
     assert_eq!(status, 200, "recovers once load drops");
@@ -348,10 +208,7 @@ async fn concurrent_requests_are_batched_together() {
     let count = metric(&m, "dfserve_batch_size_count{model=\"meso4_df\"}").unwrap();
     // 33 entries (32 + the warm-up) in fewer runs than entries means batches above 1.
     assert_eq!(sum, 33.0, "{m}");
-    assert!(
-        count < sum / 2.0,
-        "mean batch size should exceed 2: {count} runs for {sum} entries"
-    );
+    assert!(count < sum / 2.0, "mean batch size should exceed 2: {count} runs for {sum} entries");
     let over_one = metric(&m, "dfserve_batch_size_bucket{model=\"meso4_df\",le=\"1\"}").unwrap();
     assert!(over_one < count, "some batches must be larger than 1");
 }
@@ -363,31 +220,9 @@ async fn models_health_and_metrics_endpoints() {
     assert_eq!(live.status(), 200);
     let ready = s.client.get(s.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let models: Value = s
-        .client
-        .get(s.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = models["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "meso4_df",
-            "meso4_f2f",
-            "mesoinception4_df",
-            "mesoinception4_f2f",
-            "ultraface_rfb320"
-        ]
-    );
+    let models: Value = s.client.get(s.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["meso4_df", "meso4_f2f", "mesoinception4_df", "mesoinception4_f2f", "ultraface_rfb320"]);
     assert_eq!(models["models"][0]["input"]["layout"], "NHWC");
     assert_eq!(models["models"][0]["output"]["score"], "fake_prob");
     let (status, _) = s.detect("", sample("mesonet/df/df00204.jpg")).await;
@@ -415,23 +250,11 @@ async fn models_health_and_metrics_endpoints() {
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     let mut s = Server::start(&["--instances", "1", "--max-batch-size", "1"]).await;
     let (photo, _) = pasted_photo(&sample("mesonet/df/df01254.jpg"));
-    let reqs: Vec<_> = (0..12)
-        .map(|_| {
-            tokio::spawn(
-                s.client
-                    .post(s.url("/v1/detect"))
-                    .body(photo.clone())
-                    .send(),
-            )
-        })
-        .collect();
+    let reqs: Vec<_> =
+        (0..12).map(|_| tokio::spawn(s.client.post(s.url("/v1/detect")).body(photo.clone()).send())).collect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     let pid = s.pid().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     for r in reqs {
         let r = r.await.unwrap().expect("in-flight request must complete");
         assert_eq!(r.status(), 200);
@@ -443,65 +266,32 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
 fn startup_errors_are_clear_and_exit_non_zero() {
     let dir = std::env::temp_dir().join(format!("dfserve-bad-models-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        common::root().join("models/meso4_df.onnx"),
-        dir.join("meso4_df.onnx"),
-    )
-    .unwrap();
+    std::fs::copy(common::root().join("models/meso4_df.onnx"), dir.join("meso4_df.onnx")).unwrap();
     let good = std::fs::read_to_string(common::root().join("models/meso4_df.toml")).unwrap();
     let det = std::fs::read_to_string(common::root().join("models/ultraface_rfb320.toml")).unwrap();
-    std::fs::copy(
-        common::root().join("models/ultraface_rfb320.onnx"),
-        dir.join("ultraface_rfb320.onnx"),
-    )
-    .unwrap();
+    std::fs::copy(common::root().join("models/ultraface_rfb320.onnx"), dir.join("ultraface_rfb320.onnx")).unwrap();
     std::fs::write(dir.join("ultraface_rfb320.toml"), &det).unwrap();
     let d = dir.to_str().unwrap();
 
     // Input name that is not in the ONNX file: the error names both sides.
-    std::fs::write(
-        dir.join("meso4_df.toml"),
-        good.replace("name = \"input\"", "name = \"pixels\""),
-    )
-    .unwrap();
+    std::fs::write(dir.join("meso4_df.toml"), good.replace("name = \"input\"", "name = \"pixels\"")).unwrap();
     let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("config input 'pixels'") && err.contains("input [-1, 256, 256, 3]"),
-        "{err}"
-    );
+    assert!(err.contains("config input 'pixels'") && err.contains("input [-1, 256, 256, 3]"), "{err}");
 
     // Layout that disagrees with the file's shape.
-    std::fs::write(
-        dir.join("meso4_df.toml"),
-        good.replace("layout = \"NHWC\"", "layout = \"NCHW\""),
-    )
-    .unwrap();
+    std::fs::write(dir.join("meso4_df.toml"), good.replace("layout = \"NHWC\"", "layout = \"NCHW\"")).unwrap();
     let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("[-1, 256, 256, 3]") && err.contains("[-1, 3, 256, 256]"),
-        "{err}"
-    );
+    assert!(err.contains("[-1, 256, 256, 3]") && err.contains("[-1, 3, 256, 256]"), "{err}");
 
     // Output that does not exist.
-    std::fs::write(
-        dir.join("meso4_df.toml"),
-        good.replace("score = \"fake_prob\"", "score = \"prob\""),
-    )
-    .unwrap();
+    std::fs::write(dir.join("meso4_df.toml"), good.replace("score = \"fake_prob\"", "score = \"prob\"")).unwrap();
     let (_, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
-    assert!(
-        err.contains("config output 'prob'") && err.contains("fake_prob"),
-        "{err}"
-    );
+    assert!(err.contains("config output 'prob'") && err.contains("fake_prob"), "{err}");
 
     // Checksum mismatch.
-    std::fs::write(
-        dir.join("meso4_df.toml"),
-        good.replace("sha256 = \"11cf", "sha256 = \"00cf"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("meso4_df.toml"), good.replace("sha256 = \"11cf", "sha256 = \"00cf")).unwrap();
     let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
     assert_eq!(code, Some(1));
     assert!(err.contains("sha256"), "{err}");
@@ -509,33 +299,14 @@ fn startup_errors_are_clear_and_exit_non_zero() {
     // Missing ONNX Runtime library.
     std::fs::write(dir.join("meso4_df.toml"), &good).unwrap();
     let (code, err) = run_to_failure(
-        &[
-            "serve",
-            "--http-port",
-            "0",
-            "--model-dir",
-            d,
-            "--ort-lib",
-            "/nonexistent/libonnxruntime.so",
-        ],
+        &["serve", "--http-port", "0", "--model-dir", d, "--ort-lib", "/nonexistent/libonnxruntime.so"],
         &[],
     );
     assert_eq!(code, Some(1));
     assert!(err.contains("ONNX Runtime library not found"), "{err}");
 
     // A GPU device without a GPU build (or without a GPU) is an error, never a CPU fall-back.
-    let (code, err) = run_to_failure(
-        &[
-            "serve",
-            "--http-port",
-            "0",
-            "--model-dir",
-            d,
-            "--device",
-            "cuda",
-        ],
-        &[],
-    );
+    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d, "--device", "cuda"], &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.to_lowercase().contains("cuda"), "{err}");
 
@@ -543,9 +314,6 @@ fn startup_errors_are_clear_and_exit_non_zero() {
     std::fs::remove_file(dir.join("meso4_df.onnx")).unwrap();
     let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
     assert_eq!(code, Some(1));
-    assert!(
-        err.contains("missing") && err.contains("scripts/setup.sh"),
-        "{err}"
-    );
+    assert!(err.contains("missing") && err.contains("scripts/setup.sh"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

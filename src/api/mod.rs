@@ -2,3 +2,4 @@
 //! result or maps the `CoreError` to its protocol's status in one place.
 
 pub mod http;
+pub mod kserve;

@@ -125,25 +125,16 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn from_toml(text: &str, path: &Path) -> anyhow::Result<ModelConfig> {
-        let mut cfg: ModelConfig = toml::from_str(text)
-            .with_context(|| format!("parsing model config {}", path.display()))?;
+        let mut cfg: ModelConfig =
+            toml::from_str(text).with_context(|| format!("parsing model config {}", path.display()))?;
         cfg.config_path = path.to_path_buf();
-        cfg.validate()
-            .with_context(|| format!("model config {}", path.display()))?;
+        cfg.validate().with_context(|| format!("model config {}", path.display()))?;
         Ok(cfg)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            bail!(
-                "name '{}' must be non-empty and use only letters, digits, '_' and '-'",
-                self.name
-            );
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bail!("name '{}' must be non-empty and use only letters, digits, '_' and '-'", self.name);
         }
         if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             bail!("sha256 must be 64 hex digits");
@@ -157,10 +148,7 @@ impl ModelConfig {
         }
         match self.kind {
             ModelKind::Classifier => {
-                let out = self
-                    .output
-                    .as_ref()
-                    .context("a classifier needs an [output] table")?;
+                let out = self.output.as_ref().context("a classifier needs an [output] table")?;
                 if !(0.0..=1.0).contains(&out.threshold) {
                     bail!("output.threshold must be in [0, 1]");
                 }
@@ -169,13 +157,8 @@ impl ModelConfig {
                 }
             }
             ModelKind::Detector => {
-                let det = self
-                    .detector
-                    .as_ref()
-                    .context("a detector needs a [detector] table")?;
-                if !(0.0..=1.0).contains(&det.score_threshold)
-                    || !(0.0..=1.0).contains(&det.nms_iou)
-                {
+                let det = self.detector.as_ref().context("a detector needs a [detector] table")?;
+                if !(0.0..=1.0).contains(&det.score_threshold) || !(0.0..=1.0).contains(&det.nms_iou) {
                     bail!("detector.score_threshold and detector.nms_iou must be in [0, 1]");
                 }
                 if self.output.is_some() {
@@ -198,12 +181,8 @@ impl ModelConfig {
 
 /// All model configs found in a directory, by name.
 pub fn load_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, ModelConfig>> {
-    let entries = std::fs::read_dir(dir).with_context(|| {
-        format!(
-            "reading model directory {} (see --model-dir)",
-            dir.display()
-        )
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading model directory {} (see --model-dir)", dir.display()))?;
     let mut out = BTreeMap::new();
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -211,15 +190,10 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, ModelConfig>> {
         .collect();
     paths.sort();
     for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let cfg = ModelConfig::from_toml(&text, &path)?;
         if let Some(prev) = out.insert(cfg.name.clone(), cfg) {
-            bail!(
-                "two model configs use the name '{}' ({})",
-                prev.name,
-                prev.config_path.display()
-            );
+            bail!("two model configs use the name '{}' ({})", prev.name, prev.config_path.display());
         }
     }
     if out.is_empty() {
@@ -272,8 +246,7 @@ threshold = 0.5
     fn rejects_bad_threshold_and_unknown_keys() {
         let bad = CLASSIFIER.replace("threshold = 0.5", "threshold = 1.5");
         assert!(ModelConfig::from_toml(&bad, Path::new("m.toml")).is_err());
-        let unknown =
-            CLASSIFIER.replace("resize = \"nearest\"", "resize = \"nearest\"\ncolour = 1");
+        let unknown = CLASSIFIER.replace("resize = \"nearest\"", "resize = \"nearest\"\ncolour = 1");
         let err = ModelConfig::from_toml(&unknown, Path::new("m.toml")).unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
     }

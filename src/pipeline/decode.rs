@@ -30,9 +30,7 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, CoreEr
     if bytes.is_empty() {
         return Err(CoreError::BadRequest("empty image".into()));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(undecodable)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(undecodable)?;
     match reader.format() {
         Some(image::ImageFormat::Jpeg)
         | Some(image::ImageFormat::Png)
@@ -68,21 +66,12 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, CoreEr
     let (width, height) = decoder.dimensions();
     let pixels = width as u64 * height as u64;
     if pixels > limits.max_pixels {
-        return Err(CoreError::ImageTooLarge {
-            width,
-            height,
-            pixels,
-            max_pixels: limits.max_pixels,
-        });
+        return Err(CoreError::ImageTooLarge { width, height, pixels, max_pixels: limits.max_pixels });
     }
     if pixels == 0 {
-        return Err(CoreError::UndecodableImage(format!(
-            "image has no pixels ({width}x{height})"
-        )));
+        return Err(CoreError::UndecodableImage(format!("image has no pixels ({width}x{height})")));
     }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -98,17 +87,10 @@ fn decode_jpeg_turbo(bytes: &[u8], limits: DecodeLimits) -> Result<Option<RgbIma
     let (width, height) = (header.width as u32, header.height as u32);
     let pixels = width as u64 * height as u64;
     if pixels > limits.max_pixels {
-        return Err(CoreError::ImageTooLarge {
-            width,
-            height,
-            pixels,
-            max_pixels: limits.max_pixels,
-        });
+        return Err(CoreError::ImageTooLarge { width, height, pixels, max_pixels: limits.max_pixels });
     }
     if pixels == 0 {
-        return Err(CoreError::UndecodableImage(format!(
-            "image has no pixels ({width}x{height})"
-        )));
+        return Err(CoreError::UndecodableImage(format!("image has no pixels ({width}x{height})")));
     }
     let mut buf = vec![0u8; pixels as usize * 3];
     let out = turbojpeg::Image {
@@ -121,9 +103,8 @@ fn decode_jpeg_turbo(bytes: &[u8], limits: DecodeLimits) -> Result<Option<RgbIma
     if d.decompress(bytes, out).is_err() {
         return Ok(None);
     }
-    let mut img = DynamicImage::ImageRgb8(
-        RgbImage::from_raw(width, height, buf).expect("buffer sized from the header"),
-    );
+    let mut img =
+        DynamicImage::ImageRgb8(RgbImage::from_raw(width, height, buf).expect("buffer sized from the header"));
     if let Some(o) = jpeg_orientation(bytes) {
         img.apply_orientation(o);
     }
@@ -168,9 +149,7 @@ mod tests {
     use super::*;
     use image::{ImageFormat, Rgb};
 
-    const LIMITS: DecodeLimits = DecodeLimits {
-        max_pixels: 10_000_000,
-    };
+    const LIMITS: DecodeLimits = DecodeLimits { max_pixels: 10_000_000 };
 
     fn encode(img: &DynamicImage, fmt: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
@@ -181,15 +160,8 @@ mod tests {
     #[test]
     fn decodes_every_supported_format() {
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(7, 5, Rgb([200, 10, 30])));
-        for fmt in [
-            ImageFormat::Png,
-            ImageFormat::Jpeg,
-            ImageFormat::Bmp,
-            ImageFormat::Gif,
-            ImageFormat::WebP,
-        ] {
-            let rgb =
-                decode_rgb(&encode(&img, fmt), LIMITS).unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
+        for fmt in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Bmp, ImageFormat::Gif, ImageFormat::WebP] {
+            let rgb = decode_rgb(&encode(&img, fmt), LIMITS).unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
             assert_eq!(rgb.dimensions(), (7, 5), "{fmt:?}");
             let p = rgb.get_pixel(3, 2);
             assert!(p[0] > 150 && p[1] < 60 && p[2] < 80, "{fmt:?} {p:?}");
@@ -198,24 +170,11 @@ mod tests {
 
     #[test]
     fn grey_and_alpha_become_rgb() {
-        let grey = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(
-            3,
-            3,
-            image::Luma([65535u16]),
-        ));
+        let grey = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(3, 3, image::Luma([65535u16])));
         let rgb = decode_rgb(&encode(&grey, ImageFormat::Png), LIMITS).unwrap();
         assert_eq!(rgb.get_pixel(1, 1), &Rgb([255, 255, 255]));
-        let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
-            3,
-            3,
-            image::Rgba([1, 2, 3, 0]),
-        ));
-        assert_eq!(
-            decode_rgb(&encode(&rgba, ImageFormat::Png), LIMITS)
-                .unwrap()
-                .dimensions(),
-            (3, 3)
-        );
+        let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(3, 3, image::Rgba([1, 2, 3, 0])));
+        assert_eq!(decode_rgb(&encode(&rgba, ImageFormat::Png), LIMITS).unwrap().dimensions(), (3, 3));
     }
 
     #[test]
@@ -228,75 +187,48 @@ mod tests {
         png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
         png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
         match decode_rgb(&png, LIMITS) {
-            Err(CoreError::ImageTooLarge {
-                width: 50_000,
-                height: 50_000,
-                ..
-            })
+            Err(CoreError::ImageTooLarge { width: 50_000, height: 50_000, .. })
             | Err(CoreError::UndecodableImage(_)) => {}
             other => panic!("expected a refusal, got {other:?}"),
         }
         let big = DynamicImage::ImageRgb8(RgbImage::new(200, 100));
-        let err = decode_rgb(
-            &encode(&big, ImageFormat::Png),
-            DecodeLimits { max_pixels: 10_000 },
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, CoreError::ImageTooLarge { pixels: 20_000, .. }),
-            "{err:?}"
-        );
+        let err = decode_rgb(&encode(&big, ImageFormat::Png), DecodeLimits { max_pixels: 10_000 }).unwrap_err();
+        assert!(matches!(err, CoreError::ImageTooLarge { pixels: 20_000, .. }), "{err:?}");
     }
 
     /// A minimal little-endian TIFF block holding one tag: Orientation = 6 (rotate 90° CW).
-    const EXIF_ROTATE_90: [u8; 26] = [
-        b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    const EXIF_ROTATE_90: [u8; 26] =
+        [b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0];
 
     #[test]
     fn exif_orientation_is_applied() {
         use image::ImageEncoder;
         // 4 wide x 2 high, left half red, right half blue.
-        let img = RgbImage::from_fn(4, 2, |x, _| {
-            if x < 2 {
-                Rgb([255, 0, 0])
-            } else {
-                Rgb([0, 0, 255])
-            }
-        });
+        let img = RgbImage::from_fn(4, 2, |x, _| if x < 2 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) });
         let mut jpeg = Vec::new();
         let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 100);
         enc.set_exif_metadata(EXIF_ROTATE_90.to_vec()).unwrap();
-        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8)
-            .unwrap();
+        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8).unwrap();
         let mut png = Vec::new();
         let mut enc = image::codecs::png::PngEncoder::new(&mut png);
         enc.set_exif_metadata(EXIF_ROTATE_90.to_vec()).unwrap();
-        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8)
-            .unwrap();
+        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::Rgb8).unwrap();
         for (name, bytes) in [("jpeg", jpeg), ("png", png)] {
             let out = decode_rgb(&bytes, LIMITS).unwrap();
             assert_eq!(out.dimensions(), (2, 4), "{name}: rotated to portrait");
             // Rotating 90° clockwise puts the left (red) half on top.
-            assert!(
-                out.get_pixel(0, 0)[0] > 200 && out.get_pixel(1, 3)[2] > 200,
-                "{name}"
-            );
+            assert!(out.get_pixel(0, 0)[0] > 200 && out.get_pixel(1, 3)[2] > 200, "{name}");
         }
     }
 
     #[test]
     fn truncated_jpeg_is_refused_but_a_thumbnail_eoi_does_not_hide_it() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
-            Rgb([x as u8 * 4, y as u8 * 4, 9])
-        }));
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| Rgb([x as u8 * 4, y as u8 * 4, 9])));
         let full = encode(&img, ImageFormat::Jpeg);
         assert!(jpeg_has_end_marker(&full));
         let cut = &full[..full.len() * 2 / 3];
         assert!(!jpeg_has_end_marker(cut));
-        assert!(
-            matches!(decode_rgb(cut, LIMITS), Err(CoreError::UndecodableImage(m)) if m.contains("truncated"))
-        );
+        assert!(matches!(decode_rgb(cut, LIMITS), Err(CoreError::UndecodableImage(m)) if m.contains("truncated")));
         // An APP1 segment holding a thumbnail's EOI before the scan.
         let mut with_app1 = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00];
         with_app1.extend_from_slice(&cut[2..]);
@@ -305,21 +237,10 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_errors_not_panics() {
-        assert!(matches!(
-            decode_rgb(b"", LIMITS),
-            Err(CoreError::BadRequest(_))
-        ));
-        assert!(matches!(
-            decode_rgb(b"hello world, not an image", LIMITS),
-            Err(CoreError::UndecodableImage(_))
-        ));
+        assert!(matches!(decode_rgb(b"", LIMITS), Err(CoreError::BadRequest(_))));
+        assert!(matches!(decode_rgb(b"hello world, not an image", LIMITS), Err(CoreError::UndecodableImage(_))));
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])));
-        for fmt in [
-            ImageFormat::Png,
-            ImageFormat::Jpeg,
-            ImageFormat::Gif,
-            ImageFormat::WebP,
-        ] {
+        for fmt in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Gif, ImageFormat::WebP] {
             let bytes = encode(&img, fmt);
             for cut in [8, bytes.len() / 2] {
                 let _ = decode_rgb(&bytes[..cut], LIMITS); // must return, Ok or Err, without panicking

@@ -83,13 +83,7 @@ mod tests {
     use super::*;
 
     fn fb(x1: f32, y1: f32, x2: f32, y2: f32, c: f32) -> FaceBox {
-        FaceBox {
-            x1,
-            y1,
-            x2,
-            y2,
-            confidence: c,
-        }
+        FaceBox { x1, y1, x2, y2, confidence: c }
     }
 
     #[test]

@@ -19,12 +19,7 @@ pub struct Region {
 
 impl Region {
     pub fn whole(img: &RgbImage) -> Region {
-        Region {
-            x: 0.0,
-            y: 0.0,
-            w: img.width() as f64,
-            h: img.height() as f64,
-        }
+        Region { x: 0.0, y: 0.0, w: img.width() as f64, h: img.height() as f64 }
     }
 
     fn inside(&self, img: &RgbImage) -> bool {
@@ -36,13 +31,7 @@ impl Region {
 }
 
 /// Resizes `region` of `img` to `width` x `height` RGB bytes.
-pub fn resize_region(
-    img: &RgbImage,
-    region: Region,
-    width: u32,
-    height: u32,
-    filter: ResizeFilter,
-) -> Vec<u8> {
+pub fn resize_region(img: &RgbImage, region: Region, width: u32, height: u32, filter: ResizeFilter) -> Vec<u8> {
     let alg = match filter {
         ResizeFilter::Nearest => ResizeAlg::Nearest,
         ResizeFilter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
@@ -50,9 +39,7 @@ pub fn resize_region(
     let mut dst = Image::new(width, height, PixelType::U8x3);
     let mut resizer = Resizer::new();
     let result = if region.inside(img) {
-        let opts = ResizeOptions::new()
-            .resize_alg(alg)
-            .crop(region.x, region.y, region.w, region.h);
+        let opts = ResizeOptions::new().resize_alg(alg).crop(region.x, region.y, region.w, region.h);
         resizer.resize(img, &mut dst, &opts)
     } else {
         let padded = padded_copy(img, region);
@@ -66,10 +53,7 @@ pub fn resize_region(
 /// Copies `region` (rounded to whole pixels) into a new image, black where it leaves `img`.
 fn padded_copy(img: &RgbImage, region: Region) -> RgbImage {
     let (x0, y0) = (region.x.round() as i64, region.y.round() as i64);
-    let (w, h) = (
-        region.w.round().max(1.0) as u32,
-        region.h.round().max(1.0) as u32,
-    );
+    let (w, h) = (region.w.round().max(1.0) as u32, region.h.round().max(1.0) as u32);
     let mut out = RgbImage::new(w, h);
     let (iw, ih) = (img.width() as i64, img.height() as i64);
     let src = img.as_raw();
@@ -156,29 +140,9 @@ mod tests {
         let rgb = [255u8, 127, 0, 1, 2, 3];
         let mut out = [0f32; 6];
         pack(&rgb, &cfg(Layout::NHWC, ChannelOrder::RGB, 2, 1), &mut out);
-        assert_eq!(
-            out,
-            [
-                1.0,
-                0.0,
-                -127.0 / 128.0,
-                -126.0 / 128.0,
-                -125.0 / 128.0,
-                -124.0 / 128.0
-            ]
-        );
+        assert_eq!(out, [1.0, 0.0, -127.0 / 128.0, -126.0 / 128.0, -125.0 / 128.0, -124.0 / 128.0]);
         pack(&rgb, &cfg(Layout::NCHW, ChannelOrder::RGB, 2, 1), &mut out);
-        assert_eq!(
-            out,
-            [
-                1.0,
-                -126.0 / 128.0,
-                0.0,
-                -125.0 / 128.0,
-                -127.0 / 128.0,
-                -124.0 / 128.0
-            ]
-        );
+        assert_eq!(out, [1.0, -126.0 / 128.0, 0.0, -125.0 / 128.0, -127.0 / 128.0, -124.0 / 128.0]);
         pack(&rgb, &cfg(Layout::NCHW, ChannelOrder::BGR, 2, 1), &mut out);
         assert_eq!(out[0], -127.0 / 128.0, "blue plane first");
         assert_eq!(out[4], 1.0, "red plane last");
@@ -206,18 +170,7 @@ mod tests {
     #[test]
     fn crop_region_inside_the_image() {
         let img = RgbImage::from_fn(10, 10, |x, y| Rgb([x as u8, y as u8, 0]));
-        let out = resize_region(
-            &img,
-            Region {
-                x: 4.0,
-                y: 6.0,
-                w: 2.0,
-                h: 2.0,
-            },
-            2,
-            2,
-            ResizeFilter::Nearest,
-        );
+        let out = resize_region(&img, Region { x: 4.0, y: 6.0, w: 2.0, h: 2.0 }, 2, 2, ResizeFilter::Nearest);
         assert_eq!(out, vec![4, 6, 0, 5, 6, 0, 4, 7, 0, 5, 7, 0]);
     }
 
@@ -225,35 +178,13 @@ mod tests {
     fn region_past_the_border_is_black_padded() {
         let img = RgbImage::from_pixel(4, 4, Rgb([200, 200, 200]));
         // Left half of the region is outside the image.
-        let out = resize_region(
-            &img,
-            Region {
-                x: -2.0,
-                y: 0.0,
-                w: 4.0,
-                h: 4.0,
-            },
-            4,
-            4,
-            ResizeFilter::Nearest,
-        );
+        let out = resize_region(&img, Region { x: -2.0, y: 0.0, w: 4.0, h: 4.0 }, 4, 4, ResizeFilter::Nearest);
         for row in out.chunks_exact(12) {
             assert_eq!(&row[..6], &[0; 6]);
             assert_eq!(&row[6..], &[200; 6]);
         }
         // Entirely outside: all black, no panic.
-        let out = resize_region(
-            &img,
-            Region {
-                x: 10.0,
-                y: 10.0,
-                w: 3.0,
-                h: 3.0,
-            },
-            2,
-            2,
-            ResizeFilter::Bilinear,
-        );
+        let out = resize_region(&img, Region { x: 10.0, y: 10.0, w: 3.0, h: 3.0 }, 2, 2, ResizeFilter::Bilinear);
         assert!(out.iter().all(|v| *v == 0));
     }
 }

@@ -32,12 +32,7 @@ impl OutputTensor {
 
 /// Runs one batch through a model. `input` holds `batch` rows of `item_shape` laid end to end.
 pub trait Backend: Send + 'static {
-    fn run(
-        &mut self,
-        input: &[f32],
-        batch: usize,
-        item_shape: &[usize],
-    ) -> anyhow::Result<Vec<OutputTensor>>;
+    fn run(&mut self, input: &[f32], batch: usize, item_shape: &[usize]) -> anyhow::Result<Vec<OutputTensor>>;
 }
 
 /// Where inference runs. GPU providers need the `cuda` / `tensorrt` cargo features and the
@@ -54,20 +49,14 @@ impl FromStr for Device {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, id) = match s.split_once(':') {
-            Some((k, n)) => (
-                k,
-                n.parse::<i32>()
-                    .map_err(|_| format!("bad device index in '{s}'"))?,
-            ),
+            Some((k, n)) => (k, n.parse::<i32>().map_err(|_| format!("bad device index in '{s}'"))?),
             None => (s, 0),
         };
         match kind {
             "cpu" if !s.contains(':') => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(id)),
             "tensorrt" => Ok(Device::TensorRt(id)),
-            _ => Err(format!(
-                "unknown device '{s}' (expected cpu, cuda[:N] or tensorrt[:N])"
-            )),
+            _ => Err(format!("unknown device '{s}' (expected cpu, cuda[:N] or tensorrt[:N])")),
         }
     }
 }
@@ -99,19 +88,23 @@ pub fn init_environment(lib: &Path) -> anyhow::Result<ort::environment::Environm
             lib.display()
         );
     }
-    let builder = ort::init_from(lib)
-        .map_err(|e| anyhow!("loading ONNX Runtime from {}: {e}", lib.display()))?;
-    builder
-        .with_name("dfserve")
-        .build()
-        .map_err(|e| anyhow!("creating the ONNX Runtime environment: {e}"))
+    let builder = ort::init_from(lib).map_err(|e| anyhow!("loading ONNX Runtime from {}: {e}", lib.display()))?;
+    builder.with_name("dfserve").build().map_err(|e| anyhow!("creating the ONNX Runtime environment: {e}"))
 }
 
-/// One ORT session and the names the config says to feed and read.
+/// Name and shape (`-1` for dynamic dimensions, batch first) of a model output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+}
+
+/// One ORT session. It feeds the input the config names and returns every float32 output of
+/// the model, in the model's order (see [`OrtBackend::outputs`]).
 pub struct OrtBackend {
     session: Session,
     input_name: String,
-    output_names: Vec<String>,
+    outputs: Vec<TensorSpec>,
 }
 
 impl OrtBackend {
@@ -130,15 +123,25 @@ impl OrtBackend {
             .with_intra_op_spinning(opts.spinning)
             .map_err(|e| anyhow!("{e}"))?;
         builder = register_device(builder, opts.device)?;
-        let session = builder
-            .commit_from_file(model_path)
-            .map_err(|e| anyhow!("loading {}: {e}", model_path.display()))?;
+        let session =
+            builder.commit_from_file(model_path).map_err(|e| anyhow!("loading {}: {e}", model_path.display()))?;
         check_io(&session, cfg)?;
-        Ok(OrtBackend {
-            session,
-            input_name: cfg.input.name.clone(),
-            output_names: cfg.output_names(),
-        })
+        let outputs = session
+            .outputs()
+            .iter()
+            .filter_map(|o| match o.dtype() {
+                ValueType::Tensor { ty: ort::value::TensorElementType::Float32, shape, .. } => {
+                    Some(TensorSpec { name: o.name().to_string(), shape: shape.to_vec() })
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(OrtBackend { session, input_name: cfg.input.name.clone(), outputs })
+    }
+
+    /// The outputs `run` returns, in order.
+    pub fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
     }
 }
 
@@ -178,20 +181,15 @@ fn describe_outlets(outlets: &[ort::value::Outlet]) -> String {
 /// static dimension. The error names both sides so the fix is obvious.
 pub fn check_io(session: &Session, cfg: &ModelConfig) -> anyhow::Result<()> {
     let inputs = session.inputs();
-    let input = inputs
-        .iter()
-        .find(|o| o.name() == cfg.input.name)
-        .with_context(|| {
-            format!(
-                "model '{}': config input '{}' is not in the ONNX file, whose inputs are: {}",
-                cfg.name,
-                cfg.input.name,
-                describe_outlets(inputs)
-            )
-        })?;
-    let want: Vec<i64> = std::iter::once(-1)
-        .chain(cfg.input.item_shape().iter().map(|d| *d as i64))
-        .collect();
+    let input = inputs.iter().find(|o| o.name() == cfg.input.name).with_context(|| {
+        format!(
+            "model '{}': config input '{}' is not in the ONNX file, whose inputs are: {}",
+            cfg.name,
+            cfg.input.name,
+            describe_outlets(inputs)
+        )
+    })?;
+    let want: Vec<i64> = std::iter::once(-1).chain(cfg.input.item_shape().iter().map(|d| *d as i64)).collect();
     match input.dtype() {
         ValueType::Tensor { ty, shape, .. } => {
             if *ty != ort::value::TensorElementType::Float32 {
@@ -202,11 +200,7 @@ pub fn check_io(session: &Session, cfg: &ModelConfig) -> anyhow::Result<()> {
                 );
             }
             let ok = shape.len() == want.len()
-                && shape
-                    .iter()
-                    .zip(&want)
-                    .skip(1)
-                    .all(|(have, want)| *have < 0 || have == want);
+                && shape.iter().zip(&want).skip(1).all(|(have, want)| *have < 0 || have == want);
             if !ok {
                 bail!(
                     "model '{}': input '{}' has shape {:?} in the ONNX file, but the config ({} {}x{}) implies {:?}",
@@ -223,11 +217,7 @@ pub fn check_io(session: &Session, cfg: &ModelConfig) -> anyhow::Result<()> {
                 );
             }
         }
-        other => bail!(
-            "model '{}': input '{}' is {other:?}, not a tensor",
-            cfg.name,
-            cfg.input.name
-        ),
+        other => bail!("model '{}': input '{}' is {other:?}, not a tensor", cfg.name, cfg.input.name),
     }
     let outputs = session.outputs();
     for name in cfg.output_names() {
@@ -239,48 +229,25 @@ pub fn check_io(session: &Session, cfg: &ModelConfig) -> anyhow::Result<()> {
             )
         })?;
         match out.dtype() {
-            ValueType::Tensor {
-                ty: ort::value::TensorElementType::Float32,
-                ..
-            } => {}
-            other => bail!(
-                "model '{}': output '{name}' is {other:?}, the config expects a float32 tensor",
-                cfg.name
-            ),
+            ValueType::Tensor { ty: ort::value::TensorElementType::Float32, .. } => {}
+            other => bail!("model '{}': output '{name}' is {other:?}, the config expects a float32 tensor", cfg.name),
         }
     }
     Ok(())
 }
 
 impl Backend for OrtBackend {
-    fn run(
-        &mut self,
-        input: &[f32],
-        batch: usize,
-        item_shape: &[usize],
-    ) -> anyhow::Result<Vec<OutputTensor>> {
-        let shape: Vec<usize> = std::iter::once(batch)
-            .chain(item_shape.iter().copied())
-            .collect();
-        let tensor = TensorRef::from_array_view((shape, input))
-            .map_err(|e| anyhow!("building the input tensor: {e}"))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| anyhow!("{e}"))?;
-        self.output_names
+    fn run(&mut self, input: &[f32], batch: usize, item_shape: &[usize]) -> anyhow::Result<Vec<OutputTensor>> {
+        let shape: Vec<usize> = std::iter::once(batch).chain(item_shape.iter().copied()).collect();
+        let tensor =
+            TensorRef::from_array_view((shape, input)).map_err(|e| anyhow!("building the input tensor: {e}"))?;
+        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| anyhow!("{e}"))?;
+        self.outputs
             .iter()
-            .map(|name| {
-                let value = outputs
-                    .get(name)
-                    .with_context(|| format!("output '{name}' missing from the run"))?;
-                let (shape, data) = value
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| anyhow!("output '{name}': {e}"))?;
-                Ok(OutputTensor {
-                    shape: shape.iter().map(|d| *d as usize).collect(),
-                    data: data.to_vec(),
-                })
+            .map(|TensorSpec { name, .. }| {
+                let value = outputs.get(name).with_context(|| format!("output '{name}' missing from the run"))?;
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| anyhow!("output '{name}': {e}"))?;
+                Ok(OutputTensor { shape: shape.iter().map(|d| *d as usize).collect(), data: data.to_vec() })
             })
             .collect()
     }

@@ -13,9 +13,7 @@ pub fn root() -> PathBuf {
 }
 
 pub fn samples() -> PathBuf {
-    std::env::var_os("DFSERVE_SAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/samples"))
+    std::env::var_os("DFSERVE_SAMPLES").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/samples"))
 }
 
 pub fn sample(rel: &str) -> Vec<u8> {
@@ -31,9 +29,7 @@ pub struct Server {
 
 fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfserve"));
-    cmd.current_dir(root())
-        .args(args)
-        .env("DFSERVE_LOG", "warn");
+    cmd.current_dir(root()).args(args).env("DFSERVE_LOG", "warn");
     cmd
 }
 
@@ -44,11 +40,7 @@ impl Server {
         args.extend_from_slice(extra);
         let mut child = command(&args)
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("DFSERVE_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(if std::env::var_os("DFSERVE_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("starting dfserve");
         let stdout = child.stdout.take().unwrap();
@@ -60,18 +52,9 @@ impl Server {
                 }
             }
         });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("dfserve did not report its address in 60 s");
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap();
-        let server = Server {
-            child,
-            base,
-            client,
-        };
+        let base = rx.recv_timeout(Duration::from_secs(60)).expect("dfserve did not report its address in 60 s");
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        let server = Server { child, base, client };
         let started = Instant::now();
         loop {
             if let Ok(r) = server.client.get(server.url("/health/ready")).send().await {
@@ -79,10 +62,7 @@ impl Server {
                     break;
                 }
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "dfserve not ready in 60 s"
-            );
+            assert!(started.elapsed() < Duration::from_secs(60), "dfserve not ready in 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server
@@ -110,14 +90,7 @@ impl Server {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     /// Waits for the process to exit on its own (after a signal), returning its status code.
@@ -146,15 +119,8 @@ pub fn run_to_failure(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, Str
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("running dfserve");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("running dfserve");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Value of one Prometheus sample line `name{labels} value`.
@@ -168,8 +134,6 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 /// Encodes an RGB image in the given format.
 pub fn encode(img: &image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img.clone())
-        .write_to(&mut out, fmt)
-        .unwrap();
+    image::DynamicImage::ImageRgb8(img.clone()).write_to(&mut out, fmt).unwrap();
     out.into_inner()
 }

@@ -12,9 +12,7 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
         CoreError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         CoreError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        CoreError::UndecodableImage(_) | CoreError::ImageTooLarge { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        CoreError::UndecodableImage(_) | CoreError::ImageTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         CoreError::ModelNotFound(_) => StatusCode::NOT_FOUND,
         CoreError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -35,14 +33,9 @@ impl From<CoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
-        let mut resp = (
-            status,
-            Json(json!({ "error": self.0.to_string(), "code": self.0.code() })),
-        )
-            .into_response();
+        let mut resp = (status, Json(json!({ "error": self.0.to_string(), "code": self.0.code() }))).into_response();
         if matches!(self.0, CoreError::QueueFull(_) | CoreError::Unavailable(_)) {
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
         }
         resp
     }
@@ -60,15 +53,7 @@ mod tests {
             (CoreError::UnsupportedMediaType("text/plain".into()), 415),
             (CoreError::PayloadTooLarge("x".into()), 413),
             (CoreError::UndecodableImage("x".into()), 422),
-            (
-                CoreError::ImageTooLarge {
-                    width: 1,
-                    height: 1,
-                    pixels: 1,
-                    max_pixels: 0,
-                },
-                422,
-            ),
+            (CoreError::ImageTooLarge { width: 1, height: 1, pixels: 1, max_pixels: 0 }, 422),
             (CoreError::ModelNotFound("m".into()), 404),
             (CoreError::QueueFull("m".into()), 429),
             (CoreError::DeadlineExceeded(Duration::from_secs(1)), 504),

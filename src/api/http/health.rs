@@ -20,16 +20,11 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "not_ready", "error": "models loading or server draining", "code": "unavailable" }),
-            ),
+            Json(json!({ "status": "not_ready", "error": "models loading or server draining", "code": "unavailable" })),
         )
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.core.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.core.metrics.render())
 }

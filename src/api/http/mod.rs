@@ -3,6 +3,7 @@
 mod error;
 mod health;
 mod v1;
+mod v2;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,15 +35,27 @@ pub fn router(core: Arc<InferCore>, max_body_bytes: usize) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/stats", get(v2::all_stats))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/config", get(v2::model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(v2::model_config))
+        .route("/v2/models/{model}/stats", get(v2::model_stats))
+        .route("/v2/models/{model}/versions/{version}/stats", get(v2::model_stats))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
@@ -50,11 +63,7 @@ pub fn router(core: Arc<InferCore>, max_body_bytes: usize) -> Router {
 
 async fn not_found(req: Request) -> Response {
     let msg = format!("no route for {} {}", req.method(), req.uri().path());
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": msg, "code": "not_found" })),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({ "error": msg, "code": "not_found" }))).into_response()
 }
 
 /// Counts requests by route template and status, and observes their latency.
@@ -67,11 +76,7 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     let started = Instant::now();
     let resp = next.run(req).await;
     let m = &state.core.metrics;
-    m.requests
-        .with_label_values(&[&endpoint, resp.status().as_str()])
-        .inc();
-    m.request_seconds
-        .with_label_values(&[&endpoint])
-        .observe(started.elapsed().as_secs_f64());
+    m.requests.with_label_values(&[&endpoint, resp.status().as_str()]).inc();
+    m.request_seconds.with_label_values(&[&endpoint]).observe(started.elapsed().as_secs_f64());
     resp
 }

@@ -33,12 +33,7 @@ struct ItemResult {
 #[serde(untagged)]
 enum Outcome {
     Ok(ImageResult),
-    Err {
-        status: &'static str,
-        error: String,
-        code: &'static str,
-        http_status: u16,
-    },
+    Err { status: &'static str, error: String, code: &'static str, http_status: u16 },
 }
 
 /// `POST /v1/detect`: a raw image body, or multipart/form-data whose every part is an image.
@@ -49,23 +44,13 @@ pub async fn detect(
     query: Result<Query<DetectQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| CoreError::BadRequest(format!("bad query string: {}", e.body_text())))?;
-    let opts = DetectOptions {
-        model: q.model,
-        threshold: q.threshold,
-        mode: q.mode.unwrap_or_default(),
-    };
+    let Query(q) = query.map_err(|e| CoreError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let opts = DetectOptions { model: q.model, threshold: q.threshold, mode: q.mode.unwrap_or_default() };
     let core = &state.core;
     core.check_options(&opts)?;
     let deadline = core.request_deadline();
 
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let images: Vec<(Option<String>, Bytes)> = if content_type.starts_with("multipart/form-data") {
         read_multipart(req, &state).await?
     } else if content_type.is_empty()
@@ -85,10 +70,7 @@ pub async fn detect(
             }
         })?;
         if body.is_empty() {
-            return Err(CoreError::BadRequest(
-                "empty body: send image bytes or multipart/form-data".into(),
-            )
-            .into());
+            return Err(CoreError::BadRequest("empty body: send image bytes or multipart/form-data".into()).into());
         }
         vec![(None, body)]
     } else {
@@ -117,30 +99,18 @@ pub async fn detect(
                 http_status: status_of(&e).as_u16(),
             },
         };
-        results.push(ItemResult {
-            index,
-            filename,
-            outcome,
-        });
+        results.push(ItemResult { index, filename, outcome });
     }
     let (name, version) = core.classifier_identity(opts.model.as_deref())?;
     let model = json!({ "name": name, "version": version });
-    Ok(Json(
-        json!({ "model": model, "mode": opts.mode, "results": results }),
-    ))
+    Ok(Json(json!({ "model": model, "mode": opts.mode, "results": results })))
 }
 
 fn is_request_level(e: &CoreError) -> bool {
-    matches!(
-        e,
-        CoreError::QueueFull(_) | CoreError::DeadlineExceeded(_) | CoreError::Unavailable(_)
-    )
+    matches!(e, CoreError::QueueFull(_) | CoreError::DeadlineExceeded(_) | CoreError::Unavailable(_))
 }
 
-async fn read_multipart(
-    req: Request,
-    state: &AppState,
-) -> Result<Vec<(Option<String>, Bytes)>, ApiError> {
+async fn read_multipart(req: Request, state: &AppState) -> Result<Vec<(Option<String>, Bytes)>, ApiError> {
     let mut mp = Multipart::from_request(req, state)
         .await
         .map_err(|e| CoreError::BadRequest(format!("bad multipart request: {}", e.body_text())))?;
@@ -148,29 +118,20 @@ async fn read_multipart(
     loop {
         let field = mp.next_field().await.map_err(multipart_error)?;
         let Some(field) = field else { break };
-        let filename = field
-            .file_name()
-            .map(str::to_string)
-            .or_else(|| field.name().map(str::to_string));
+        let filename = field.file_name().map(str::to_string).or_else(|| field.name().map(str::to_string));
         let bytes = field.bytes().await.map_err(multipart_error)?;
         out.push((filename, bytes));
     }
     if out.is_empty() {
-        return Err(CoreError::BadRequest(
-            "multipart request has no parts; send one image per part".into(),
-        )
-        .into());
+        return Err(CoreError::BadRequest("multipart request has no parts; send one image per part".into()).into());
     }
     Ok(out)
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        CoreError::PayloadTooLarge(format!(
-            "request body is over the limit (--max-body-bytes): {}",
-            e.body_text()
-        ))
-        .into()
+        CoreError::PayloadTooLarge(format!("request body is over the limit (--max-body-bytes): {}", e.body_text()))
+            .into()
     } else {
         CoreError::BadRequest(format!("bad multipart request: {}", e.body_text())).into()
     }
