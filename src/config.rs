@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// HTTP port (0 picks a free one; the chosen address is logged).
     #[arg(long, env = "DFSERVE_HTTP_PORT", default_value_t = 8000)]
     pub http_port: u16,
+    /// gRPC port (KServe v2 GRPCInferenceService, dfserve.v1.Detector, health, reflection).
+    #[arg(long, env = "DFSERVE_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Largest gRPC message accepted or sent, in bytes (RESOURCE_EXHAUSTED above).
+    #[arg(long, env = "DFSERVE_GRPC_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub grpc_max_message_bytes: usize,
     /// Load only these models (comma-separated); default: every config in --model-dir.
     #[arg(long, env = "DFSERVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,

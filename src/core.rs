@@ -365,7 +365,11 @@ impl InferCore {
         let result = tokio::time::timeout_at(deadline.into(), self.detect_inner(bytes, opts, deadline))
             .await
             .unwrap_or(Err(CoreError::DeadlineExceeded(timeout)));
+        // For the pipeline, one image is one inference and one execution.
         self.pipeline_stats.record_request(result.is_ok(), started.elapsed());
+        if result.is_ok() {
+            self.pipeline_stats.record_execution(1, started.elapsed());
+        }
         let label = match &result {
             Ok(r) => match (r.status, r.label) {
                 (Status::NoFace, _) => "no_face",

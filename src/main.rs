@@ -45,14 +45,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let core = tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??;
         let core = Arc::new(core);
 
-        let addr: SocketAddr = format!("{}:{}", args.host, args.http_port)
-            .parse()
-            .with_context(|| format!("bad --host/--http-port '{}:{}'", args.host, args.http_port))?;
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        let local = listener.local_addr()?;
-        tracing::info!(%local, "HTTP listening");
-        // A plain line on stdout for scripts and tests that start dfserve on port 0.
-        println!("dfserve: listening on http://{local}");
+        let http_addr = socket_addr(&args.host, args.http_port)?;
+        let grpc_addr = socket_addr(&args.host, args.grpc_port)?;
+        let http_listener =
+            tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding HTTP on {http_addr}"))?;
+        let grpc_listener =
+            tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding gRPC on {grpc_addr}"))?;
+        let (http_local, grpc_local) = (http_listener.local_addr()?, grpc_listener.local_addr()?);
+        tracing::info!(http = %http_local, grpc = %grpc_local, "listening");
+        // Plain lines on stdout for scripts and tests that start dfserve on port 0.
+        println!("dfserve: listening on http://{http_local}");
+        println!("dfserve: grpc on {grpc_local}");
 
         let warm = core.clone();
         tokio::spawn(async move {
@@ -61,18 +64,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
 
-        let app = dfserve::api::http::router(core.clone(), args.max_body_bytes);
+        // One signal stops both front ends; each finishes its in-flight requests.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let shutdown_core = core.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                tracing::info!("shutdown signal: draining in-flight requests");
-                shutdown_core.start_draining();
-            })
-            .await?;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal: draining in-flight requests");
+            shutdown_core.start_draining();
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let app = dfserve::api::http::router(core.clone(), args.max_body_bytes);
+        let http = axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let grpc =
+            dfserve::api::grpc::serve(core.clone(), grpc_listener, args.grpc_max_message_bytes, stopped(stop_rx));
+        let (h, g) = tokio::join!(http, grpc);
+        h?;
+        g?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn socket_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    format!("{host}:{port}").parse().with_context(|| format!("bad --host '{host}' or port {port}"))
 }
 
 async fn shutdown_signal() {

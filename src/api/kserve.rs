@@ -356,7 +356,8 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
 pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<ModelConfigView, CoreError> {
     let (target, _) = resolve(core, name, version)?;
     let s = core.settings();
-    let instances = InstanceGroup { name: format!("{name}_0"), kind: "KIND_CPU", count: s.instances as i32 };
+    let kind = if core.device() == "cpu" { "KIND_CPU" } else { "KIND_GPU" };
+    let instances = InstanceGroup { name: format!("{name}_0"), kind, count: s.instances as i32 };
     let dynamic_batching = DynamicBatching {
         preferred_batch_size: vec![],
         max_queue_delay_microseconds: s.batcher.max_queue_delay.as_micros() as u64,

@@ -24,6 +24,8 @@ pub fn sample(rel: &str) -> Vec<u8> {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// `http://host:port` of the gRPC listener.
+    pub grpc: String,
     pub client: reqwest::Client,
 }
 
@@ -36,7 +38,7 @@ fn command(args: &[&str]) -> Command {
 impl Server {
     /// Starts `dfserve serve` on 127.0.0.1 and an ephemeral port, and waits until ready.
     pub async fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--host", "127.0.0.1", "--http-port", "0"];
+        let mut args = vec!["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"];
         args.extend_from_slice(extra);
         let mut child = command(&args)
             .stdout(Stdio::piped())
@@ -49,12 +51,15 @@ impl Server {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("dfserve: listening on ") {
                     let _ = tx.send(url.to_string());
+                } else if let Some(addr) = line.strip_prefix("dfserve: grpc on ") {
+                    let _ = tx.send(format!("http://{addr}"));
                 }
             }
         });
         let base = rx.recv_timeout(Duration::from_secs(60)).expect("dfserve did not report its address in 60 s");
+        let grpc = rx.recv_timeout(Duration::from_secs(10)).expect("dfserve did not report its gRPC address");
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-        let server = Server { child, base, client };
+        let server = Server { child, base, grpc, client };
         let started = Instant::now();
         loop {
             if let Ok(r) = server.client.get(server.url("/health/ready")).send().await {

@@ -1,0 +1,128 @@
+//! `dfserve.v1.Detector`: the typed gRPC twin of `POST /v1/detect`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::pb::dfserve_v1 as pb;
+use super::pb::dfserve_v1::detector_server::Detector as DetectorService;
+use super::{observed, to_status};
+use crate::core::{DetectOptions, ImageResult, InferCore, Label, Mode, Status as ImageStatus};
+use crate::error::CoreError;
+
+/// Images of one stream scored at the same time; results still leave in request order.
+const STREAM_CONCURRENCY: usize = 16;
+
+pub struct Detector {
+    pub core: Arc<InferCore>,
+}
+
+fn options(r: &pb::DetectRequest) -> DetectOptions {
+    DetectOptions {
+        model: if r.model.is_empty() { None } else { Some(r.model.clone()) },
+        threshold: r.threshold,
+        mode: if r.mode == pb::Mode::Whole as i32 { Mode::Whole } else { Mode::Faces },
+    }
+}
+
+fn label(l: Label) -> String {
+    match l {
+        Label::Manipulated => "manipulated".into(),
+        Label::Authentic => "authentic".into(),
+    }
+}
+
+fn to_response(id: String, core: &InferCore, opts: &DetectOptions, r: ImageResult) -> pb::DetectResponse {
+    let (model, model_version) = core.classifier_identity(opts.model.as_deref()).unwrap_or_default();
+    pb::DetectResponse {
+        id,
+        model,
+        model_version,
+        width: r.width,
+        height: r.height,
+        status: match r.status {
+            ImageStatus::Ok => "ok".into(),
+            ImageStatus::NoFace => "no_face".into(),
+        },
+        score: r.score,
+        label: r.label.map(label).unwrap_or_default(),
+        threshold: r.threshold,
+        faces: r
+            .faces
+            .into_iter()
+            .map(|f| pb::Face {
+                x1: f.bbox[0],
+                y1: f.bbox[1],
+                x2: f.bbox[2],
+                y2: f.bbox[3],
+                confidence: f.confidence,
+                score: f.score,
+                label: label(f.label),
+            })
+            .collect(),
+        timings: Some(pb::Timings {
+            decode_ms: r.timings.decode_ms,
+            queue_ms: r.timings.queue_ms,
+            inference_ms: r.timings.inference_ms,
+            total_ms: r.timings.total_ms,
+        }),
+        error: String::new(),
+        error_code: String::new(),
+    }
+}
+
+async fn detect_one(core: &InferCore, req: pb::DetectRequest) -> Result<pb::DetectResponse, (String, CoreError)> {
+    let opts = options(&req);
+    let deadline = core.request_deadline();
+    match core.detect(req.image, &opts, deadline).await {
+        Ok(r) => Ok(to_response(req.id, core, &opts, r)),
+        Err(e) => Err((req.id, e)),
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::DetectResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DetectorService for Detector {
+    async fn detect(&self, r: Request<pb::DetectRequest>) -> Result<Response<pb::DetectResponse>, Status> {
+        observed(&self.core, "/dfserve.v1.Detector/Detect", async {
+            detect_one(&self.core, r.into_inner()).await.map(Response::new).map_err(|(_, e)| to_status(e))
+        })
+        .await
+    }
+
+    type DetectStreamStream = ResponseStream;
+
+    /// Per-image failures come back as `status: "error"` entries so one bad image does not end
+    /// the stream; a broken stream (bad message) ends it with that status.
+    async fn detect_stream(
+        &self,
+        r: Request<Streaming<pb::DetectRequest>>,
+    ) -> Result<Response<Self::DetectStreamStream>, Status> {
+        let core = self.core.clone();
+        let metrics = self.core.metrics.clone();
+        metrics.requests.with_label_values(&["/dfserve.v1.Detector/DetectStream", "Ok"]).inc();
+        let out = r
+            .into_inner()
+            .map(move |msg| {
+                let core = core.clone();
+                async move {
+                    let req = msg?;
+                    Ok(match detect_one(&core, req).await {
+                        Ok(resp) => resp,
+                        Err((id, e)) => pb::DetectResponse {
+                            id,
+                            status: "error".into(),
+                            error: e.to_string(),
+                            error_code: e.code().into(),
+                            ..Default::default()
+                        },
+                    })
+                }
+            })
+            .buffered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(out)))
+    }
+}

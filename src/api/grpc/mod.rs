@@ -1,0 +1,140 @@
+//! gRPC front end (tonic): KServe v2 `inference.GRPCInferenceService`, dfserve's own
+//! `dfserve.v1.Detector`, the standard `grpc.health.v1` health service and server reflection,
+//! all on one port.
+
+mod dfserve;
+mod kserve;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Status};
+
+use crate::core::InferCore;
+use crate::error::CoreError;
+
+/// Code generated from `proto/` by build.rs.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    pub mod inference {
+        tonic::include_proto!("inference");
+    }
+    pub mod dfserve_v1 {
+        tonic::include_proto!("dfserve.v1");
+    }
+    /// Encoded descriptors of every dfserve proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+}
+
+/// The one place core errors become gRPC status codes.
+pub fn status_of(err: &CoreError) -> Code {
+    match err {
+        CoreError::BadRequest(_)
+        | CoreError::UnsupportedMediaType(_)
+        | CoreError::UndecodableImage(_)
+        | CoreError::ImageTooLarge { .. } => Code::InvalidArgument,
+        CoreError::PayloadTooLarge(_) | CoreError::QueueFull(_) => Code::ResourceExhausted,
+        CoreError::ModelNotFound(_) => Code::NotFound,
+        CoreError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        CoreError::Unavailable(_) => Code::Unavailable,
+        CoreError::Inference(_) => Code::Internal,
+    }
+}
+
+pub fn to_status(err: CoreError) -> Status {
+    Status::new(status_of(&err), err.to_string())
+}
+
+/// Counts an RPC in the same request metrics as HTTP: endpoint = full method path, status =
+/// the gRPC code name.
+async fn observed<T>(
+    core: &InferCore,
+    endpoint: &'static str,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = Instant::now();
+    let result = fut.await;
+    let code = match &result {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    };
+    core.metrics.requests.with_label_values(&[endpoint, &format!("{code:?}")]).inc();
+    core.metrics.request_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Serves every gRPC service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    core: Arc<InferCore>,
+    listener: tokio::net::TcpListener,
+    max_message_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use pb::dfserve_v1::detector_server::DetectorServer;
+    use pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Health follows readiness: SERVING once warmed up, NOT_SERVING while loading or draining.
+    let watched = core.clone();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ready = watched.is_ready();
+            if last != Some(ready) {
+                let status =
+                    if ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                health.set_service_status("", status).await;
+                health.set_service_status("inference.GRPCInferenceService", status).await;
+                health.set_service_status("dfserve.v1.Detector", status).await;
+                last = Some(ready);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Reflection v1 for current tools (grpcurl), v1alpha for older clients.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let kserve = GrpcInferenceServiceServer::new(kserve::KServe { core: core.clone() })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    let detector = DetectorServer::new(dfserve::Detector { core })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(kserve)
+        .add_service(detector)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_errors_map_to_grpc_codes() {
+        let cases = [
+            (CoreError::BadRequest("x".into()), Code::InvalidArgument),
+            (CoreError::UndecodableImage("x".into()), Code::InvalidArgument),
+            (CoreError::ModelNotFound("m".into()), Code::NotFound),
+            (CoreError::QueueFull("m".into()), Code::ResourceExhausted),
+            (CoreError::PayloadTooLarge("x".into()), Code::ResourceExhausted),
+            (CoreError::DeadlineExceeded(Duration::from_secs(1)), Code::DeadlineExceeded),
+            (CoreError::Unavailable("x".into()), Code::Unavailable),
+            (CoreError::Inference("x".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            assert_eq!(status_of(&e), code, "{e:?}");
+        }
+    }
+}
