@@ -318,7 +318,8 @@ impl InferCore {
         let name = name.unwrap_or(&self.default_model);
         match self.models.get(name) {
             Some(m) if m.config.kind == ModelKind::Classifier => Ok(m),
-            _ => Err(CoreError::ModelNotFound(name.to_string())),
+            Some(_) => Err(CoreError::ModelNotFound(format!("'{name}' as a classifier (it is a face detector)"))),
+            None => Err(CoreError::ModelNotFound(format!("'{name}'"))),
         }
     }
 

@@ -23,8 +23,9 @@ pub enum CoreError {
     /// The image declares more pixels than `--max-image-pixels`; rejected before decoding.
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (--max-image-pixels)")]
     ImageTooLarge { width: u32, height: u32, pixels: u64, max_pixels: u64 },
-    /// No model of that name (or it is not of the kind needed).
-    #[error("unknown model '{0}'; GET /v1/models lists the loaded models")]
+    /// No model of that name (or version, or it is not of the kind needed). The payload names
+    /// what was asked for, e.g. `'nope'` or `'meso4_df' version '7'`.
+    #[error("unknown model {0}; GET /v1/models lists the loaded models")]
     ModelNotFound(String),
     /// The model's queue is full: the caller should back off and retry.
     #[error("queue for model '{0}' is full; retry later")]

@@ -294,12 +294,12 @@ fn resolve<'a>(core: &'a InferCore, name: &str, version: Option<&str>) -> Result
     let (target, have) = if name == PIPELINE_MODEL {
         (Target::Pipeline, PIPELINE_VERSION.to_string())
     } else {
-        let m = core.model(name).ok_or_else(|| CoreError::ModelNotFound(name.to_string()))?;
+        let m = core.model(name).ok_or_else(|| CoreError::ModelNotFound(format!("'{name}'")))?;
         (Target::Tensor(m), m.config.version.clone())
     };
     match version {
         Some(v) if !v.is_empty() && v != have => {
-            Err(CoreError::ModelNotFound(format!("{name}' version '{v}' (loaded: version {have})")))
+            Err(CoreError::ModelNotFound(format!("'{name}' version '{v}' (loaded: version {have})")))
         }
         _ => Ok((target, have)),
     }

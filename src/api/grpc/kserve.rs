@@ -199,7 +199,12 @@ impl GrpcInferenceService for KServe {
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
         observed(&self.core, "/inference.GRPCInferenceService/ModelReady", async {
             let r = r.into_inner();
-            let ready = kserve::model_ready(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
+            // Like Triton: an unknown model or version is simply not ready.
+            let ready = match kserve::model_ready(&self.core, &r.name, version(&r.version)) {
+                Ok(ready) => ready,
+                Err(CoreError::ModelNotFound(_)) => false,
+                Err(e) => return Err(to_status(e)),
+            };
             Ok(Response::new(pb::ModelReadyResponse { ready }))
         })
         .await

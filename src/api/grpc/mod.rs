@@ -107,6 +107,7 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -115,6 +116,21 @@ pub async fn serve(
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// tonic answers a request message over `--grpc-max-message-bytes` with OUT_OF_RANGE; gRPC's
+/// own convention (and dfserve's contract) for "message too large" is RESOURCE_EXHAUSTED.
+/// Rewrites exactly that case, which tonic reports as a trailers-only response.
+fn too_large_is_resource_exhausted<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    let h = resp.headers_mut();
+    let too_large = h.get("grpc-status").is_some_and(|v| v == "11")
+        && h.get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("message length too large") || m.contains("message%20length%20too%20large"));
+    if too_large {
+        h.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    resp
 }
 
 #[cfg(test)]
