@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -77,6 +78,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let app = dfserve::api::http::router(core.clone(), args.max_body_bytes);
+        let http_listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let http = axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
         let grpc =
             dfserve::api::grpc::serve(core.clone(), grpc_listener, args.grpc_max_message_bytes, stopped(stop_rx));

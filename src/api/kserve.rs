@@ -343,11 +343,13 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
             name: name.to_string(),
             versions: vec![version],
             platform: "dfserve_pipeline",
-            inputs: vec![TensorMetadata { name: PIPELINE_INPUT.into(), datatype: "BYTES", shape: vec![-1] }],
+            // [-1, 1] agrees with the configuration's dims [1] under max_batch_size; requests may
+            // also send [N].
+            inputs: vec![TensorMetadata { name: PIPELINE_INPUT.into(), datatype: "BYTES", shape: vec![-1, 1] }],
             outputs: vec![
-                TensorMetadata { name: "SCORE".into(), datatype: "FP32", shape: vec![-1] },
-                TensorMetadata { name: "LABEL".into(), datatype: "BYTES", shape: vec![-1] },
-                TensorMetadata { name: "FACES".into(), datatype: "INT32", shape: vec![-1] },
+                TensorMetadata { name: "SCORE".into(), datatype: "FP32", shape: vec![-1, 1] },
+                TensorMetadata { name: "LABEL".into(), datatype: "BYTES", shape: vec![-1, 1] },
+                TensorMetadata { name: "FACES".into(), datatype: "INT32", shape: vec![-1, 1] },
             ],
         },
     })
@@ -420,9 +422,11 @@ fn stats_view(name: &str, version: String, s: StatsSnapshot) -> ModelStatsView {
             success: s.success,
             fail: s.fail,
             queue: s.queue,
-            compute_input: zero,
+            // dfserve does not time input/output copies apart from the run; their counts must
+            // still equal compute_infer's (perf_analyzer checks that).
+            compute_input: Duration2 { count: s.compute_infer.count, ns: 0 },
             compute_infer: s.compute_infer,
-            compute_output: zero,
+            compute_output: Duration2 { count: s.compute_infer.count, ns: 0 },
             cache_hit: zero,
             cache_miss: zero,
         },
