@@ -34,9 +34,12 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---- 0. System packages ----------------------------------------------------------------------
 # cmake + nasm build the bundled libjpeg-turbo (the `turbojpeg` crate's SIMD JPEG decoder).
+# A missing package is only needed on a fresh machine; apt-get runs only then.
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
+# The font `dfserve score --report` draws its plot labels with.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${need[*]} (apt-get)"

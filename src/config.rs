@@ -24,6 +24,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check and list the model configs (and files) in the model directory.
     Models(RuntimeArgs),
+    /// Score files and folders of images in-process (or against a server), optionally with
+    /// labels for evaluation.
+    Score(ScoreArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
 }
@@ -63,7 +66,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub engine: EngineArgs,
     /// Address to listen on.
     #[arg(long, env = "DFSERVE_HOST", default_value = "0.0.0.0")]
     pub host: String,
@@ -76,6 +79,20 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes (RESOURCE_EXHAUSTED above).
     #[arg(long, env = "DFSERVE_GRPC_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub grpc_max_message_bytes: usize,
+    /// Largest accepted request body, in bytes (413 above).
+    #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Log format.
+    #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The inference engine: models, batching and the image pipeline. Shared by `serve` and by
+/// `score` when it runs in-process.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Load only these models (comma-separated); default: every config in --model-dir.
     #[arg(long, env = "DFSERVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
@@ -100,9 +117,6 @@ pub struct ServeArgs {
     /// Per-request deadline (e.g. 30s, 500ms); past it the request gets 504.
     #[arg(long, env = "DFSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Largest accepted request body, in bytes (413 above).
-    #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
-    pub max_body_bytes: usize,
     /// Largest accepted image, in pixels, checked from the header before decoding (422 above).
     #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
@@ -112,12 +126,9 @@ pub struct ServeArgs {
     /// Crops past the image border: clamp (slide inside) or pad (fill black).
     #[arg(long, env = "DFSERVE_CROP_BORDER", default_value = "clamp")]
     pub crop_border: Border,
-    /// Log format.
-    #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
 }
 
-impl ServeArgs {
+impl EngineArgs {
     pub fn core_settings(&self) -> CoreSettings {
         CoreSettings {
             ort_lib: self.runtime.ort_lib.clone(),
@@ -156,4 +167,61 @@ pub struct BenchModelArgs {
     /// Print one JSON object per batch size instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScoreArgs {
+    /// Image files or folders (walked recursively; JPEG, PNG, WebP, BMP, GIF by extension).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Score against a running dfserve (e.g. http://gpu-box:8000) instead of in-process.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Classifier(s) to run, comma-separated; default: the engine's --default-model.
+    #[arg(long = "model", value_delimiter = ',')]
+    pub score_models: Vec<String>,
+    /// faces: detect and score each face; whole: score each image as one face crop.
+    #[arg(long, value_enum, default_value_t = ScoreMode::Faces)]
+    pub mode: ScoreMode,
+    /// Decision threshold (default: each model's own).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Write rows here (default: stdout).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Row format (default: csv for *.csv outputs, else jsonl).
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Skip images already present in --output and append the rest.
+    #[arg(long)]
+    pub resume: bool,
+    /// Ground truth: `dirs` (from folder names) or a CSV file of `path,label`.
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Folder names meaning "authentic" for --labels dirs.
+    #[arg(long, value_delimiter = ',', default_value = "real,reals,original,originals,authentic,pristine")]
+    pub real_names: Vec<String>,
+    /// Folder names meaning "manipulated" for --labels dirs.
+    #[arg(long, value_delimiter = ',', default_value = "fake,fakes,df,deepfake,deepfakes,manipulated,synthetic")]
+    pub fake_names: Vec<String>,
+    /// Also write the summary (JSON), ROC curves and score histograms (PNG) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Images in flight at once (reading, decoding, queued for the model).
+    #[arg(long, default_value_t = 32)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreMode {
+    Faces,
+    Whole,
 }

@@ -9,6 +9,7 @@
 //! - [`core`]: the inference core that ties the pipeline to the batchers; every front end calls it.
 //! - [`api`]: protocol front ends (HTTP today).
 //! - [`metrics`]: the Prometheus registry.
+//! - [`score`]: `dfserve score`, dataset scoring and evaluation.
 //! - [`error`]: the core error enum.
 //! - [`stats`]: per-model totals for the KServe/Triton statistics extension.
 
@@ -22,4 +23,5 @@ pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod runtime;
+pub mod score;
 pub mod stats;

@@ -13,11 +13,14 @@ use dfserve::metrics::Metrics;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
-    init_tracing(json_logs);
+    // The server logs its lifecycle; the CLI tools only speak up about problems.
+    let default_filter = if matches!(cli.command, Command::Serve(_)) { "info,ort=warn" } else { "warn" };
+    init_tracing(json_logs, default_filter);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Models(args) => list_models(&args),
         Command::BenchModel(args) => bench_model(&args),
+        Command::Score(args) => score(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -28,8 +31,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_env("DFSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+fn init_tracing(json: bool, default_filter: &str) {
+    let filter = EnvFilter::try_from_env("DFSERVE_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -42,7 +45,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::new());
-        let settings = args.core_settings();
+        let settings = args.engine.core_settings();
         let core = tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??;
         let core = Arc::new(core);
 
@@ -109,6 +112,11 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn score(args: dfserve::config::ScoreArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(dfserve::score::run(args))
 }
 
 fn list_models(args: &dfserve::config::RuntimeArgs) -> anyhow::Result<()> {

@@ -1,0 +1,433 @@
+//! `dfserve score`: score whole datasets from the command line, in-process or against a
+//! running server, with resumable output and evaluation against labels.
+//!
+//! Files stream through a bounded number of in-flight tasks (`--jobs`): reading and decoding
+//! run in parallel on the blocking pool while the batchers keep the models busy, exactly as
+//! concurrent HTTP requests would. Rows are written as they complete, one line each and
+//! flushed, so an interrupted run leaves a valid file that `--resume` continues.
+
+pub mod eval;
+mod output;
+mod report;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{OutputFormat, ScoreArgs, ScoreMode};
+use crate::core::{DetectOptions, InferCore, Label, Mode, Status};
+use crate::metrics::Metrics;
+
+const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "jfif"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaceOut {
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub confidence: f32,
+    pub score: f32,
+}
+
+/// One model's verdict on one image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub status: String,
+    pub score: Option<f32>,
+    pub label: Option<String>,
+    pub face_count: usize,
+    #[serde(default)]
+    pub faces: Vec<FaceOut>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One output row: an image, its ground truth when known, and every model's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Row {
+    pub path: String,
+    /// "fake" or "real" when labels were given.
+    pub truth: Option<String>,
+    pub models: BTreeMap<String, Outcome>,
+}
+
+enum Scorer {
+    Local(Arc<InferCore>),
+    Remote { client: reqwest::Client, base: String },
+}
+
+impl Scorer {
+    async fn score(&self, bytes: Bytes, model: &str, mode: ScoreMode, threshold: Option<f32>) -> Outcome {
+        let result = match self {
+            Scorer::Local(core) => {
+                let opts = DetectOptions {
+                    model: Some(model.to_string()),
+                    threshold,
+                    mode: if mode == ScoreMode::Whole { Mode::Whole } else { Mode::Faces },
+                };
+                core.detect(bytes, &opts, core.request_deadline())
+                    .await
+                    .map(|r| Outcome {
+                        status: match r.status {
+                            Status::Ok => "ok".into(),
+                            Status::NoFace => "no_face".into(),
+                        },
+                        score: r.score,
+                        label: r.label.map(|l| match l {
+                            Label::Manipulated => "manipulated".to_string(),
+                            Label::Authentic => "authentic".to_string(),
+                        }),
+                        face_count: r.faces.len(),
+                        faces: r
+                            .faces
+                            .iter()
+                            .map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score })
+                            .collect(),
+                        error: None,
+                    })
+                    .map_err(|e| e.to_string())
+            }
+            Scorer::Remote { client, base } => remote(client, base, bytes, model, mode, threshold).await,
+        };
+        result.unwrap_or_else(|e| Outcome {
+            status: "error".into(),
+            score: None,
+            label: None,
+            face_count: 0,
+            faces: vec![],
+            error: Some(e),
+        })
+    }
+}
+
+async fn remote(
+    client: &reqwest::Client,
+    base: &str,
+    bytes: Bytes,
+    model: &str,
+    mode: ScoreMode,
+    threshold: Option<f32>,
+) -> Result<Outcome, String> {
+    let mut url = format!(
+        "{}/v1/detect?model={model}&mode={}",
+        base.trim_end_matches('/'),
+        if mode == ScoreMode::Whole { "whole" } else { "faces" }
+    );
+    if let Some(t) = threshold {
+        url.push_str(&format!("&threshold={t}"));
+    }
+    // Overload is transient: back off and retry instead of recording an error.
+    for attempt in 0.. {
+        let resp = client
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(bytes.clone())
+            .send()
+            .await
+            .map_err(|e| format!("request to {base} failed: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.map_err(|e| format!("bad response from {base}: {e}"))?;
+        if (status == 429 || status == 503) && attempt < 50 {
+            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1).min(20))).await;
+            continue;
+        }
+        if !status.is_success() {
+            return Err(body["error"].as_str().unwrap_or("request failed").to_string());
+        }
+        let r = &body["results"][0];
+        let faces: Vec<FaceOut> = serde_json::from_value(r["faces"].clone()).unwrap_or_default();
+        return Ok(Outcome {
+            status: r["status"].as_str().unwrap_or("error").to_string(),
+            score: r["score"].as_f64().map(|s| s as f32),
+            label: r["label"].as_str().map(str::to_string),
+            face_count: faces.len(),
+            faces,
+            error: None,
+        });
+    }
+    unreachable!("the retry loop returns")
+}
+
+/// Where ground truth comes from.
+enum Labels {
+    None,
+    Dirs { real: HashSet<String>, fake: HashSet<String> },
+    File(HashMap<String, bool>),
+}
+
+impl Labels {
+    fn from_args(args: &ScoreArgs) -> anyhow::Result<Labels> {
+        let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<HashSet<_>>();
+        Ok(match args.labels.as_deref() {
+            None => Labels::None,
+            Some("dirs") => Labels::Dirs { real: lower(&args.real_names), fake: lower(&args.fake_names) },
+            Some(file) => {
+                let mut map = HashMap::new();
+                let mut rdr = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_path(file)
+                    .with_context(|| format!("reading --labels {file} (expected `dirs` or a CSV of path,label)"))?;
+                for (i, rec) in rdr.records().enumerate() {
+                    let rec = rec.with_context(|| format!("{file}: line {}", i + 1))?;
+                    let (Some(path), Some(label)) = (rec.get(0), rec.get(1)) else { continue };
+                    match parse_truth(label) {
+                        Some(fake) => {
+                            map.insert(path.trim().to_string(), fake);
+                        }
+                        None if i == 0 => {} // a header line
+                        None => bail!("{file}: line {}: label '{label}' is not fake/real/1/0", i + 1),
+                    }
+                }
+                Labels::File(map)
+            }
+        })
+    }
+
+    /// `Some(true)` for fake, `Some(false)` for real.
+    fn truth(&self, path: &Path) -> Option<bool> {
+        match self {
+            Labels::None => None,
+            Labels::Dirs { real, fake } => path.parent()?.components().rev().find_map(|c| {
+                let name = c.as_os_str().to_string_lossy().to_lowercase();
+                if fake.contains(&name) {
+                    Some(true)
+                } else if real.contains(&name) {
+                    Some(false)
+                } else {
+                    None
+                }
+            }),
+            Labels::File(map) => {
+                let s = path.to_string_lossy();
+                map.get(s.as_ref()).copied().or_else(|| {
+                    map.iter().find(|(k, _)| s.ends_with(k.as_str()) || Path::new(k.as_str()) == path).map(|(_, v)| *v)
+                })
+            }
+        }
+    }
+}
+
+fn parse_truth(s: &str) -> Option<bool> {
+    match s.trim().to_lowercase().as_str() {
+        "fake" | "1" | "manipulated" | "deepfake" | "df" => Some(true),
+        "real" | "0" | "authentic" | "original" => Some(false),
+        _ => None,
+    }
+}
+
+/// Every image file under `paths`, sorted, with the unreadable entries reported.
+fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        for entry in walkdir::WalkDir::new(p).follow_links(true) {
+            match entry {
+                Ok(e) if e.file_type().is_file() => {
+                    let ext = e.path().extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
+                    if EXTENSIONS.contains(&ext.as_str()) || e.depth() == 0 {
+                        out.push(e.into_path());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "dfserve score: skipping {}: {e}",
+                    e.path().map(|p| p.display().to_string()).unwrap_or_default()
+                ),
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Progress on a terminal as a bar; otherwise a plain line every few seconds.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+        Progress { bar, total, done: 0, started: Instant::now(), last_line: Instant::now() }
+    }
+
+    fn inc(&mut self) {
+        self.done += 1;
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        } else if self.last_line.elapsed() >= Duration::from_secs(5) || self.done == self.total {
+            self.last_line = Instant::now();
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let eta = (self.total - self.done) as f64 / rate.max(1e-9);
+            eprintln!("dfserve score: {}/{} images, {rate:.1} images/s, ETA {eta:.0}s", self.done, self.total);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    let labels = Labels::from_args(&args)?;
+    let format = args.format.unwrap_or(match &args.output {
+        Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => OutputFormat::Csv,
+        _ => OutputFormat::Jsonl,
+    });
+    let models: Vec<String> =
+        if args.score_models.is_empty() { vec![args.engine.default_model.clone()] } else { args.score_models.clone() };
+    if args.resume && args.output.is_none() {
+        bail!("--resume needs --output FILE (the file to continue)");
+    }
+
+    // Rows already in the output (when resuming) count towards the summary.
+    let previous = match (&args.output, args.resume) {
+        (Some(p), true) if p.exists() => output::read_rows(p, format, &models)?,
+        _ => Vec::new(),
+    };
+    let done: HashSet<String> = previous.iter().map(|r| r.path.clone()).collect();
+    let files: Vec<PathBuf> =
+        collect_files(&args.paths).into_iter().filter(|p| !done.contains(&p.to_string_lossy().to_string())).collect();
+    if files.is_empty() && previous.is_empty() {
+        bail!("no image files found under {:?} (extensions: {})", args.paths, EXTENSIONS.join(", "));
+    }
+    if !previous.is_empty() {
+        eprintln!("dfserve score: resuming: {} images already scored, {} to go", previous.len(), files.len());
+    }
+
+    let scorer = match &args.server {
+        Some(base) => Scorer::Remote { client: reqwest::Client::new(), base: base.clone() },
+        None => {
+            let mut settings = args.engine.core_settings();
+            settings.default_model = models[0].clone();
+            // Load only what this run uses.
+            settings.models = models.clone();
+            settings.models.push(settings.detector.clone());
+            let core =
+                tokio::task::spawn_blocking(move || InferCore::load(settings, Arc::new(Metrics::new()))).await??;
+            core.warm_up().await?;
+            Scorer::Local(Arc::new(core))
+        }
+    };
+
+    let mut writer = output::Writer::open(args.output.as_deref(), format, &models, args.resume)?;
+    let mut progress = Progress::new(files.len() as u64);
+    let scorer = &scorer;
+    let labels = &labels;
+    let models_ref = &models;
+    let (mode, threshold) = (args.mode, args.threshold);
+    let mut rows = futures::stream::iter(files)
+        .map(|path| async move {
+            let truth = labels.truth(&path).map(|f| if f { "fake" } else { "real" }.to_string());
+            let mut outcomes = BTreeMap::new();
+            match tokio::fs::read(&path).await {
+                Ok(bytes) => {
+                    let bytes = Bytes::from(bytes);
+                    let futs = models_ref.iter().map(|m| scorer.score(bytes.clone(), m, mode, threshold));
+                    for (m, o) in models_ref.iter().zip(futures::future::join_all(futs).await) {
+                        outcomes.insert(m.clone(), o);
+                    }
+                }
+                Err(e) => {
+                    for m in models_ref {
+                        outcomes.insert(
+                            m.clone(),
+                            Outcome {
+                                status: "error".into(),
+                                score: None,
+                                label: None,
+                                face_count: 0,
+                                faces: vec![],
+                                error: Some(format!("cannot read file: {e}")),
+                            },
+                        );
+                    }
+                }
+            }
+            Row { path: path.to_string_lossy().into_owned(), truth, models: outcomes }
+        })
+        .buffer_unordered(args.jobs.max(1));
+
+    let started = Instant::now();
+    let mut scored = Vec::new();
+    let mut errors = 0usize;
+    let interrupted = loop {
+        tokio::select! {
+            row = rows.next() => {
+                let Some(row) = row else { break false };
+                if let Some(e) = row.models.values().find_map(|o| o.error.as_ref()) {
+                    errors += 1;
+                    if progress.bar.is_none() {
+                        eprintln!("dfserve score: {}: {e}", row.path);
+                    } else if let Some(b) = &progress.bar {
+                        b.println(format!("{}: {e}", row.path));
+                    }
+                }
+                writer.write(&row)?;
+                progress.inc();
+                scored.push(row);
+            }
+            _ = tokio::signal::ctrl_c() => break true,
+        }
+    };
+    writer.finish()?;
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "dfserve score: {} images in {elapsed:.1}s ({:.1} images/s), {errors} with errors",
+        scored.len(),
+        scored.len() as f64 / elapsed.max(1e-9)
+    );
+    if interrupted {
+        eprintln!("dfserve score: interrupted; the output is complete up to here: rerun with --resume to continue");
+    }
+
+    if !matches!(labels, Labels::None) {
+        let all: Vec<Row> = previous.into_iter().chain(scored).collect();
+        let thresholds = model_thresholds(scorer, &models, args.threshold, &args.engine.runtime.model_dir);
+        let summaries = report::summarize(&all, &models, &thresholds);
+        report::print(&summaries);
+        if let Some(dir) = &args.report {
+            report::write(dir, &all, &models, &summaries)?;
+            eprintln!("dfserve score: report written to {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// The threshold each model's labels were decided with.
+fn model_thresholds(scorer: &Scorer, models: &[String], cli: Option<f32>, model_dir: &Path) -> BTreeMap<String, f32> {
+    let configs = match scorer {
+        Scorer::Local(core) => core.models().into_iter().map(|m| (m.config.name.clone(), m.config)).collect(),
+        Scorer::Remote { .. } => crate::models::load_dir(model_dir).unwrap_or_default(),
+    };
+    models
+        .iter()
+        .map(|m| {
+            let t = cli.or_else(|| configs.get(m).and_then(|c| c.output.as_ref()).map(|o| o.threshold)).unwrap_or(0.5);
+            (m.clone(), t)
+        })
+        .collect()
+}
