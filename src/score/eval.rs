@@ -192,7 +192,7 @@ mod tests {
         assert!((s.precision - 2.0 / 3.0).abs() < 1e-12 && (s.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((s.f1 - 2.0 / 3.0).abs() < 1e-12);
         // At threshold 0.7: FPR 1/3, FNR 1/3.
-        assert_eq!(s.eer, Some(1.0 / 3.0));
+        assert!((s.eer.unwrap() - 1.0 / 3.0).abs() < 1e-12, "{:?}", s.eer);
         assert_eq!(s.eer_threshold, Some(0.7));
         let one_class = summarize(&[(0.2, false)], 0.5);
         assert_eq!(one_class.roc_auc, None);
