@@ -15,7 +15,7 @@ RUN DFSERVE_MODEL_SOURCE=/src/models scripts/setup.sh
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl libstdc++6 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl libstdc++6 ffmpeg \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /opt/dfserve dfserve
 COPY --from=build /src/target/release/dfserve /usr/local/bin/dfserve

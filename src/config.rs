@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DFSERVE_GRPC_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub grpc_max_message_bytes: usize,
     /// Largest accepted request body, in bytes (413 above).
-    #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -126,6 +126,25 @@ pub struct EngineArgs {
     /// Crops past the image border: clamp (slide inside) or pad (fill black).
     #[arg(long, env = "DFSERVE_CROP_BORDER", default_value = "clamp")]
     pub crop_border: Border,
+    /// Frames sampled from a video, spread evenly over the clip (a request may ask for
+    /// another count with `frames`, or a rate with `fps`).
+    #[arg(long, env = "DFSERVE_VIDEO_FRAMES", default_value_t = 32)]
+    pub video_frames: usize,
+    /// Most frames one video request may sample.
+    #[arg(long, env = "DFSERVE_MAX_VIDEO_FRAMES", default_value_t = 128)]
+    pub max_video_frames: usize,
+    /// Longest accepted video (422 above).
+    #[arg(long, env = "DFSERVE_MAX_VIDEO_DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub max_video_duration: Duration,
+    /// Largest accepted video frame, in pixels (422 above; default 3840x2160).
+    #[arg(long, env = "DFSERVE_MAX_VIDEO_PIXELS", default_value_t = 3840 * 2160)]
+    pub max_video_pixels: u64,
+    /// Wall-clock limit for each FFmpeg run (probe, decode); past it the video gets 422.
+    #[arg(long, env = "DFSERVE_VIDEO_DECODE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub video_decode_timeout: Duration,
+    /// Address-space limit of each FFmpeg process, in bytes.
+    #[arg(long, env = "DFSERVE_VIDEO_MEMORY_BYTES", default_value_t = 4 << 30)]
+    pub video_memory_bytes: u64,
 }
 
 impl EngineArgs {
@@ -147,6 +166,14 @@ impl EngineArgs {
             max_image_pixels: self.max_image_pixels,
             crop_margin: self.crop_margin,
             crop_border: self.crop_border,
+            video: crate::video::VideoSettings {
+                default_frames: self.video_frames.max(1),
+                max_frames: self.max_video_frames.max(1),
+                max_duration: self.max_video_duration,
+                max_pixels: self.max_video_pixels,
+                decode_timeout: self.video_decode_timeout,
+                ffmpeg_memory: self.video_memory_bytes,
+            },
         }
     }
 }

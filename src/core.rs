@@ -44,6 +44,7 @@ pub struct CoreSettings {
     pub max_image_pixels: u64,
     pub crop_margin: f32,
     pub crop_border: Border,
+    pub video: crate::video::VideoSettings,
 }
 
 /// How to find what to score.
@@ -302,6 +303,10 @@ impl InferCore {
         &self.pipeline_stats
     }
 
+    pub fn video_settings(&self) -> &crate::video::VideoSettings {
+        &self.settings.video
+    }
+
     pub fn settings(&self) -> &CoreSettings {
         &self.settings
     }
@@ -363,9 +368,10 @@ impl InferCore {
         self.check_options(opts)?;
         let timeout = self.settings.request_timeout;
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline.into(), self.detect_inner(bytes, opts, deadline))
-            .await
-            .unwrap_or(Err(CoreError::DeadlineExceeded(timeout)));
+        let result =
+            tokio::time::timeout_at(deadline.into(), self.detect_inner(ImageSource::Encoded(bytes), opts, deadline))
+                .await
+                .unwrap_or(Err(CoreError::DeadlineExceeded(timeout)));
         // For the pipeline, one image is one inference and one execution.
         self.pipeline_stats.record_request(result.is_ok(), started.elapsed());
         if result.is_ok() {
@@ -383,9 +389,20 @@ impl InferCore {
         result
     }
 
+    /// Scores one already-decoded picture (a video frame) through the same batchers. The
+    /// caller has admitted the request and bounds it with its deadline.
+    pub async fn detect_frame(
+        &self,
+        img: Arc<RgbImage>,
+        opts: &DetectOptions,
+        deadline: Instant,
+    ) -> Result<ImageResult, CoreError> {
+        self.detect_inner(ImageSource::Decoded(img), opts, deadline).await
+    }
+
     async fn detect_inner(
         &self,
-        bytes: Bytes,
+        source: ImageSource,
         opts: &DetectOptions,
         deadline: Instant,
     ) -> Result<ImageResult, CoreError> {
@@ -406,14 +423,20 @@ impl InferCore {
         let fm = first_model.clone();
         let (img, first_row, decode_time) = blocking(move || {
             let t0 = Instant::now();
-            let img = decode_rgb(&bytes, limits)?;
+            let img = match source {
+                ImageSource::Encoded(bytes) => {
+                    let img = Arc::new(decode_rgb(&bytes, limits)?);
+                    metrics.stage_seconds.with_label_values(&["decode"]).observe(t0.elapsed().as_secs_f64());
+                    img
+                }
+                ImageSource::Decoded(img) => img,
+            };
             let decode_time = t0.elapsed();
-            metrics.stage_seconds.with_label_values(&["decode"]).observe(decode_time.as_secs_f64());
             let t1 = Instant::now();
             let row = model_input(&img, Region::whole(&img), &fm.config.input);
             let stage = if fm.config.kind == ModelKind::Detector { "detect_preprocess" } else { "classify_preprocess" };
             metrics.stage_seconds.with_label_values(&[stage]).observe(t1.elapsed().as_secs_f64());
-            Ok::<_, CoreError>((Arc::new(img), row, decode_time))
+            Ok::<_, CoreError>((img, row, decode_time))
         })
         .await?;
         t.decode_ms = ms(decode_time);
@@ -499,6 +522,12 @@ impl InferCore {
             timings: t,
         })
     }
+}
+
+/// An image to score: encoded bytes from a client, or pixels already decoded (video frames).
+enum ImageSource {
+    Encoded(Bytes),
+    Decoded(Arc<RgbImage>),
 }
 
 /// Milliseconds, rounded to the microsecond so JSON stays readable.

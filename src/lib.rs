@@ -10,6 +10,7 @@
 //! - [`api`]: protocol front ends (HTTP today).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`score`]: `dfserve score`, dataset scoring and evaluation.
+//! - [`video`]: video probing/decoding with FFmpeg, frame sampling, face tracks, aggregation.
 //! - [`error`]: the core error enum.
 //! - [`stats`]: per-model totals for the KServe/Triton statistics extension.
 
@@ -25,3 +26,4 @@ pub mod pipeline;
 pub mod runtime;
 pub mod score;
 pub mod stats;
+pub mod video;

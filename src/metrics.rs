@@ -24,6 +24,10 @@ pub struct Metrics {
     /// Images scored, by label (manipulated, authentic, no_face, error).
     pub images: IntCounterVec,
     pub faces: IntCounter,
+    /// Videos scored, by outcome (manipulated, authentic, no_face, error).
+    pub videos: IntCounterVec,
+    /// Video frames decoded and scored.
+    pub video_frames: IntCounter,
     /// Constant 1 per loaded model, with its identity as labels.
     pub model_info: IntGaugeVec,
 }
@@ -89,6 +93,10 @@ impl Metrics {
         let images = IntCounterVec::new(Opts::new("dfserve_images_total", "Images scored, by label"), &["label"])
             .expect("metric");
         let faces = IntCounter::new("dfserve_faces_detected_total", "Faces found by the detector").expect("metric");
+        let videos = IntCounterVec::new(Opts::new("dfserve_videos_total", "Videos scored, by outcome"), &["label"])
+            .expect("metric");
+        let video_frames =
+            IntCounter::new("dfserve_video_frames_total", "Video frames sampled and scored").expect("metric");
         let model_info = IntGaugeVec::new(
             Opts::new("dfserve_model_info", "Loaded models (value is always 1)"),
             &["model", "version", "kind", "device", "sha256"],
@@ -107,6 +115,8 @@ impl Metrics {
             Box::new(images.clone()),
             Box::new(faces.clone()),
             Box::new(model_info.clone()),
+            Box::new(videos.clone()),
+            Box::new(video_frames.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -124,6 +134,8 @@ impl Metrics {
             images,
             faces,
             model_info,
+            videos,
+            video_frames,
         }
     }
 

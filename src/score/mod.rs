@@ -25,7 +25,8 @@ use crate::config::{OutputFormat, ScoreArgs, ScoreMode};
 use crate::core::{DetectOptions, InferCore, Label, Mode, Status};
 use crate::metrics::Metrics;
 
-const EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "jfif"];
+const EXTENSIONS: [&str; 13] =
+    ["jpg", "jpeg", "png", "webp", "bmp", "gif", "jfif", "mp4", "mov", "m4v", "webm", "mkv", "avi"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaceOut {
@@ -142,11 +143,12 @@ async fn remote(
         }
         let r = &body["results"][0];
         let faces: Vec<FaceOut> = serde_json::from_value(r["faces"].clone()).unwrap_or_default();
+        let face_count = if r["kind"] == "video" { r["tracks"].as_array().map_or(0, |t| t.len()) } else { faces.len() };
         return Ok(Outcome {
             status: r["status"].as_str().unwrap_or("error").to_string(),
             score: r["score"].as_f64().map(|s| s as f32),
             label: r["label"].as_str().map(str::to_string),
-            face_count: faces.len(),
+            face_count,
             faces,
             error: None,
         });

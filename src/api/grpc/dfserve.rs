@@ -11,6 +11,7 @@ use super::pb::dfserve_v1::detector_server::Detector as DetectorService;
 use super::{observed, to_status};
 use crate::core::{DetectOptions, ImageResult, InferCore, Label, Mode, Status as ImageStatus};
 use crate::error::CoreError;
+use crate::video::{self, Aggregation, Sampling, VideoOptions, VideoResult};
 
 /// Images of one stream scored at the same time; results still leave in request order.
 const STREAM_CONCURRENCY: usize = 16;
@@ -70,12 +71,95 @@ fn to_response(id: String, core: &InferCore, opts: &DetectOptions, r: ImageResul
         }),
         error: String::new(),
         error_code: String::new(),
+        kind: "image".into(),
+        video: None,
+    }
+}
+
+fn face(bbox: [f32; 4], confidence: f32, score: f32, threshold: f32) -> pb::Face {
+    let label = if score >= threshold { Label::Manipulated } else { Label::Authentic };
+    pb::Face { x1: bbox[0], y1: bbox[1], x2: bbox[2], y2: bbox[3], confidence, score, label: self::label(label) }
+}
+
+fn video_response(id: String, core: &InferCore, opts: &DetectOptions, v: VideoResult) -> pb::DetectResponse {
+    let (model, model_version) = core.classifier_identity(opts.model.as_deref()).unwrap_or_default();
+    let threshold = v.threshold;
+    pb::DetectResponse {
+        id,
+        model,
+        model_version,
+        width: v.width,
+        height: v.height,
+        status: v.status.into(),
+        score: v.score,
+        label: v.label.map(label).unwrap_or_default(),
+        threshold,
+        kind: "video".into(),
+        timings: Some(pb::Timings {
+            total_ms: v.timings.total_ms,
+            decode_ms: v.timings.decode_ms,
+            ..Default::default()
+        }),
+        video: Some(pb::Video {
+            duration_s: v.duration_s,
+            fps: v.fps,
+            codec: v.codec,
+            frames_sampled: v.frames_sampled as u32,
+            frames_with_faces: v.frames_with_faces as u32,
+            aggregation: serde_json::to_value(v.aggregation)
+                .ok()
+                .and_then(|a| a.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            tracks: v
+                .tracks
+                .into_iter()
+                .map(|t| pb::Track {
+                    id: t.id as u32,
+                    score: t.score,
+                    frames: t
+                        .frames
+                        .into_iter()
+                        .map(|f| pb::TrackFrame {
+                            frame: f.frame,
+                            time_s: f.time_s,
+                            face: Some(face(f.bbox, f.confidence, f.score, threshold)),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            probe_ms: v.timings.probe_ms,
+            decode_ms: v.timings.decode_ms,
+        }),
+        ..Default::default()
     }
 }
 
 async fn detect_one(core: &InferCore, req: pb::DetectRequest) -> Result<pb::DetectResponse, (String, CoreError)> {
     let opts = options(&req);
     let deadline = core.request_deadline();
+    if video::is_video(&req.image) {
+        let sampling = match (req.video_frames, req.video_fps) {
+            (0, None) => None,
+            (_, Some(r)) if r > 0.0 && r.is_finite() => Some(Sampling::Rate(r)),
+            (_, Some(r)) => {
+                return Err((req.id, CoreError::BadRequest(format!("video_fps must be positive, got {r}"))))
+            }
+            (n, None) => Some(Sampling::Count(n as usize)),
+        };
+        let aggregation = if req.aggregation.is_empty() {
+            Aggregation::default()
+        } else {
+            match req.aggregation.parse() {
+                Ok(a) => a,
+                Err(e) => return Err((req.id, CoreError::BadRequest(e))),
+            }
+        };
+        let vopts = VideoOptions { image: opts.clone(), sampling, aggregation };
+        return match video::detect_video(core, req.image, &vopts, deadline).await {
+            Ok(v) => Ok(video_response(req.id, core, &opts, v)),
+            Err(e) => Err((req.id, e)),
+        };
+    }
     match core.detect(req.image, &opts, deadline).await {
         Ok(r) => Ok(to_response(req.id, core, &opts, r)),
         Err(e) => Err((req.id, e)),

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::{status_of, ApiError, AppState};
 use crate::core::{DetectOptions, ImageResult, Mode};
 use crate::error::CoreError;
+use crate::video::{self, Aggregation, Sampling, VideoOptions, VideoResult};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +19,12 @@ pub struct DetectQuery {
     model: Option<String>,
     threshold: Option<f32>,
     mode: Option<Mode>,
+    /// Videos: frames to sample, spread evenly.
+    frames: Option<usize>,
+    /// Videos: frames to sample per second of video (instead of `frames`).
+    fps: Option<f64>,
+    /// Videos: max, mean or confident.
+    aggregation: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +32,9 @@ struct ItemResult {
     index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     filename: Option<String>,
+    /// "image" or "video"; absent for errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
     #[serde(flatten)]
     outcome: Outcome,
 }
@@ -33,6 +43,7 @@ struct ItemResult {
 #[serde(untagged)]
 enum Outcome {
     Ok(ImageResult),
+    Video(VideoResult),
     Err { status: &'static str, error: String, code: &'static str, http_status: u16 },
 }
 
@@ -46,6 +57,19 @@ pub async fn detect(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| CoreError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     let opts = DetectOptions { model: q.model, threshold: q.threshold, mode: q.mode.unwrap_or_default() };
+    let sampling = match (q.frames, q.fps) {
+        (Some(_), Some(_)) => return Err(CoreError::BadRequest("give either frames or fps, not both".into()).into()),
+        (Some(0), _) => return Err(CoreError::BadRequest("frames must be at least 1".into()).into()),
+        (Some(n), None) => Some(Sampling::Count(n)),
+        (None, Some(r)) if r > 0.0 && r.is_finite() => Some(Sampling::Rate(r)),
+        (None, Some(r)) => return Err(CoreError::BadRequest(format!("fps must be positive, got {r}")).into()),
+        (None, None) => None,
+    };
+    let aggregation = match q.aggregation.as_deref() {
+        None => Aggregation::default(),
+        Some(a) => a.parse().map_err(CoreError::BadRequest)?,
+    };
+    let video_opts = VideoOptions { image: opts.clone(), sampling, aggregation };
     let core = &state.core;
     core.check_options(&opts)?;
     let deadline = core.request_deadline();
@@ -78,9 +102,17 @@ pub async fn detect(
     };
     let single = images.len() == 1 && !content_type.starts_with("multipart/");
 
+    // Each part is an image or a video, told apart by its bytes.
     let futures = images.into_iter().map(|(filename, bytes)| {
-        let opts = &opts;
-        async move { (filename, core.detect(bytes, opts, deadline).await) }
+        let (opts, video_opts) = (&opts, &video_opts);
+        async move {
+            let outcome = if video::is_video(&bytes) {
+                video::detect_video(core, bytes, video_opts, deadline).await.map(Outcome::Video)
+            } else {
+                core.detect(bytes, opts, deadline).await.map(Outcome::Ok)
+            };
+            (filename, outcome)
+        }
     });
     let outcomes = futures::future::join_all(futures).await;
 
@@ -89,17 +121,21 @@ pub async fn detect(
     // the request either way, so clients back off.
     let mut results = Vec::with_capacity(outcomes.len());
     for (index, (filename, outcome)) in outcomes.into_iter().enumerate() {
-        let outcome = match outcome {
-            Ok(r) => Outcome::Ok(r),
+        let (kind, outcome) = match outcome {
+            Ok(Outcome::Video(v)) => (Some("video"), Outcome::Video(v)),
+            Ok(o) => (Some("image"), o),
             Err(e) if single || is_request_level(&e) => return Err(e.into()),
-            Err(e) => Outcome::Err {
-                status: "error",
-                error: e.to_string(),
-                code: e.code(),
-                http_status: status_of(&e).as_u16(),
-            },
+            Err(e) => (
+                None,
+                Outcome::Err {
+                    status: "error",
+                    error: e.to_string(),
+                    code: e.code(),
+                    http_status: status_of(&e).as_u16(),
+                },
+            ),
         };
-        results.push(ItemResult { index, filename, outcome });
+        results.push(ItemResult { index, filename, kind, outcome });
     }
     let (name, version) = core.classifier_identity(opts.model.as_deref())?;
     let model = json!({ "name": name, "version": version });
