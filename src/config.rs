@@ -85,6 +85,13 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Require an API key from this file (one per line; re-read on SIGHUP) on every endpoint
+    /// except the health probes.
+    #[arg(long, env = "DFSERVE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// With --api-key-file, still serve /metrics without a key (for Prometheus scrapers).
+    #[arg(long, env = "DFSERVE_PUBLIC_METRICS", default_value_t = false)]
+    pub public_metrics: bool,
 }
 
 /// The inference engine: models, batching and the image pipeline. Shared by `serve` and by

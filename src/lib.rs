@@ -7,7 +7,8 @@
 //! - [`batcher`]: per-model bounded queues and the workers that batch them.
 //! - [`pipeline`]: decode, resize/normalise, detector decoding + NMS, crops, aggregation.
 //! - [`core`]: the inference core that ties the pipeline to the batchers; every front end calls it.
-//! - [`api`]: protocol front ends (HTTP today).
+//! - [`api`]: protocol front ends (HTTP: /v1 and KServe v2 REST; gRPC: KServe and dfserve.v1).
+//! - [`auth`]: optional API keys.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`score`]: `dfserve score`, dataset scoring and evaluation.
 //! - [`video`]: video probing/decoding with FFmpeg, frame sampling, face tracks, aggregation.
@@ -15,6 +16,7 @@
 //! - [`stats`]: per-model totals for the KServe/Triton statistics extension.
 
 pub mod api;
+pub mod auth;
 pub mod batcher;
 pub mod bench;
 pub mod config;

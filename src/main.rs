@@ -80,13 +80,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let app = dfserve::api::http::router(core.clone(), args.max_body_bytes);
+        let keys = match &args.api_key_file {
+            Some(path) => {
+                let store = Arc::new(dfserve::auth::KeyStore::load(path)?);
+                dfserve::auth::reload_on_sighup(store.clone());
+                tracing::info!(file = %path.display(), "API keys required");
+                Some(store)
+            }
+            None => None,
+        };
+        let app = dfserve::api::http::router(
+            core.clone(),
+            dfserve::api::http::HttpOptions {
+                max_body_bytes: args.max_body_bytes,
+                keys: keys.clone(),
+                public_metrics: args.public_metrics,
+            },
+        );
         let http_listener = http_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         let http = axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
         let grpc =
-            dfserve::api::grpc::serve(core.clone(), grpc_listener, args.grpc_max_message_bytes, stopped(stop_rx));
+            dfserve::api::grpc::serve(core.clone(), grpc_listener, args.grpc_max_message_bytes, keys, stopped(stop_rx));
         let (h, g) = tokio::join!(http, grpc);
         h?;
         g?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
 
+use crate::auth::KeyStore;
 use crate::core::InferCore;
 use crate::error::CoreError;
 
@@ -65,14 +66,33 @@ async fn observed<T>(
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves.
+/// Rejects calls without a valid API key (when keys are on) with UNAUTHENTICATED.
+#[derive(Clone)]
+struct RequireKey(Option<Arc<KeyStore>>);
+
+impl tonic::service::Interceptor for RequireKey {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        match &self.0 {
+            Some(keys) if !keys.check_headers(&req.metadata().clone().into_headers()) => Err(Status::unauthenticated(
+                "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>` metadata",
+            )),
+            _ => Ok(req),
+        }
+    }
+}
+
+/// Serves every gRPC service on `listener` until `shutdown` resolves. With `keys`, every
+/// service but `grpc.health.v1.Health` needs an API key.
 pub async fn serve(
     core: Arc<InferCore>,
     listener: tokio::net::TcpListener,
     max_message_bytes: usize,
+    keys: Option<Arc<KeyStore>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use pb::dfserve_v1::detector_server::DetectorServer;
     use pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+    use tonic::service::interceptor::InterceptedService;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // Health follows readiness: SERVING once warmed up, NOT_SERVING while loading or draining.
@@ -100,12 +120,17 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    let auth = RequireKey(keys);
     let kserve = GrpcInferenceServiceServer::new(kserve::KServe { core: core.clone() })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+    let kserve = InterceptedService::new(kserve, auth.clone());
     let detector = DetectorServer::new(dfserve::Detector { core })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+    let detector = InterceptedService::new(detector, auth.clone());
+    let reflection_v1 = InterceptedService::new(reflection_v1, auth.clone());
+    let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, auth);
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .add_service(health_service)

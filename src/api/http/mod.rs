@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,15 +20,28 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{status_of, ApiError};
 
+use crate::auth::KeyStore;
 use crate::core::InferCore;
 
 #[derive(Clone)]
 pub struct AppState {
     pub core: Arc<InferCore>,
+    /// API keys; `None` when access control is off.
+    pub keys: Option<Arc<KeyStore>>,
+    /// Serve /metrics without a key even when keys are required.
+    pub public_metrics: bool,
 }
 
-pub fn router(core: Arc<InferCore>, max_body_bytes: usize) -> Router {
-    let state = AppState { core };
+/// Front-end settings of the HTTP server.
+pub struct HttpOptions {
+    pub max_body_bytes: usize,
+    pub keys: Option<Arc<KeyStore>>,
+    pub public_metrics: bool,
+}
+
+pub fn router(core: Arc<InferCore>, opts: HttpOptions) -> Router {
+    let max_body_bytes = opts.max_body_bytes;
+    let state = AppState { core, keys: opts.keys, public_metrics: opts.public_metrics };
     Router::new()
         .route("/v1/detect", post(v1::detect))
         .route("/v1/models", get(v1::models))
@@ -51,6 +64,7 @@ pub fn router(core: Arc<InferCore>, max_body_bytes: usize) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -64,6 +78,24 @@ pub fn router(core: Arc<InferCore>, max_body_bytes: usize) -> Router {
 async fn not_found(req: Request) -> Response {
     let msg = format!("no route for {} {}", req.method(), req.uri().path());
     (StatusCode::NOT_FOUND, Json(json!({ "error": msg, "code": "not_found" }))).into_response()
+}
+
+/// With API keys on, every route but the health probes (and, if public, /metrics) needs one.
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(keys) = &state.keys else { return next.run(req).await };
+    let path = req.uri().path();
+    let open = matches!(path, "/health/live" | "/health/ready" | "/v2/health/live" | "/v2/health/ready")
+        || (state.public_metrics && path == "/metrics");
+    if open || keys.check_headers(req.headers()) {
+        return next.run(req).await;
+    }
+    let body = json!({
+        "error": "missing or invalid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        "code": "unauthenticated",
+    });
+    let mut resp = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"dfserve\""));
+    resp
 }
 
 /// Counts requests by route template and status, and observes their latency.
