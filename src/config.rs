@@ -113,7 +113,7 @@ pub struct EngineArgs {
     #[arg(long, env = "DFSERVE_INSTANCES", default_value_t = 1)]
     pub instances: usize,
     /// Largest batch one model run takes.
-    #[arg(long, env = "DFSERVE_MAX_BATCH_SIZE", default_value_t = 16)]
+    #[arg(long, env = "DFSERVE_MAX_BATCH_SIZE", default_value_t = 4)]
     pub max_batch_size: usize,
     /// How long a worker waits for more entries after the first before running the batch (µs).
     #[arg(long, env = "DFSERVE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
