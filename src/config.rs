@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// except the health probes.
     #[arg(long, env = "DFSERVE_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, keep listening this long answering 503 (readiness fails, so load
+    /// balancers move traffic away) before closing the listeners; in-flight requests finish
+    /// either way.
+    #[arg(long, env = "DFSERVE_SHUTDOWN_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// With --api-key-file, still serve /metrics without a key (for Prometheus scrapers).
     #[arg(long, env = "DFSERVE_PUBLIC_METRICS", default_value_t = false)]
     pub public_metrics: bool,

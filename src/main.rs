@@ -71,10 +71,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // One signal stops both front ends; each finishes its in-flight requests.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let shutdown_core = core.clone();
+        let grace = args.shutdown_grace;
         tokio::spawn(async move {
             shutdown_signal().await;
-            tracing::info!("shutdown signal: draining in-flight requests");
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown signal: refusing new work, draining in-flight requests"
+            );
             shutdown_core.start_draining();
+            tokio::time::sleep(grace).await;
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

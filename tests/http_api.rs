@@ -262,6 +262,30 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
 }
 
+#[tokio::test]
+async fn while_draining_new_requests_get_503_and_in_flight_ones_finish() {
+    let mut s = Server::start(&["--instances", "1", "--max-batch-size", "1", "--shutdown-grace", "1500ms"]).await;
+    let (photo, _) = pasted_photo(&sample("mesonet/df/df01254.jpg"));
+    let reqs: Vec<_> =
+        (0..12).map(|_| tokio::spawn(s.client.post(s.url("/v1/detect")).body(photo.clone()).send())).collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pid = s.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A fresh client (new connection) during the grace period.
+    let fresh = reqwest::Client::new();
+    let r = fresh.post(s.url("/v1/detect?mode=whole")).body(sample("mesonet/df/df00204.jpg")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable");
+    assert_eq!(fresh.get(s.url("/health/ready")).send().await.unwrap().status(), 503);
+    for r in reqs {
+        assert_eq!(r.await.unwrap().expect("in-flight request completes").status(), 200);
+    }
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
 #[test]
 fn startup_errors_are_clear_and_exit_non_zero() {
     let dir = std::env::temp_dir().join(format!("dfserve-bad-models-{}", std::process::id()));

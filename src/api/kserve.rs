@@ -305,6 +305,12 @@ fn resolve<'a>(core: &'a InferCore, name: &str, version: Option<&str>) -> Result
     }
 }
 
+/// NOT_FOUND unless the model (and version, if given) is served; front ends check this before
+/// parsing tensors, so an unknown model is reported as such whatever the body holds.
+pub fn check_model(core: &InferCore, name: &str, version: Option<&str>) -> Result<(), CoreError> {
+    resolve(core, name, version).map(|_| ())
+}
+
 /// Names of every model the protocol serves: each loaded ONNX model, then the pipeline.
 pub fn model_names(core: &InferCore) -> Vec<String> {
     core.loaded_models().map(|m| m.config.name.clone()).chain([PIPELINE_MODEL.to_string()]).collect()

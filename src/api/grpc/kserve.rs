@@ -249,7 +249,9 @@ impl GrpcInferenceService for KServe {
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
         observed(&self.core, "/inference.GRPCInferenceService/ModelInfer", async {
-            let req = to_request(r.into_inner()).map_err(to_status)?;
+            let r = r.into_inner();
+            kserve::check_model(&self.core, &r.model_name, version(&r.model_version)).map_err(to_status)?;
+            let req = to_request(r).map_err(to_status)?;
             let resp = kserve::infer(&self.core, req).await.map_err(to_status)?;
             Ok(Response::new(to_response(resp)))
         })

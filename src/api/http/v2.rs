@@ -131,6 +131,7 @@ pub async fn infer(
         }
     })?;
     let (model, version) = model_and_version(&p);
+    kserve::check_model(&s.core, &model, version.as_deref())?;
     let (req, binary_outputs) = parse_request(model, version, &headers, body)?;
     let resp = kserve::infer(&s.core, req).await?;
     Ok(render_response(resp, &binary_outputs))
