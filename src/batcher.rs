@@ -100,6 +100,17 @@ impl Batcher {
         self.tx.len()
     }
 
+    /// Fails with `QueueFull` when the queue is full now. Callers check this before costly
+    /// preprocessing, so overload is refused before the CPU is spent on work that would be
+    /// refused anyway (the queue itself still enforces the bound on `infer`).
+    pub fn check_capacity(&self) -> Result<(), CoreError> {
+        if self.tx.is_full() {
+            Err(CoreError::QueueFull(self.model.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Queues one row and waits for its result. Fails at once with `QueueFull` when the queue
     /// is at capacity. Dropping the returned future withdraws the entry: the worker sees the
     /// closed reply channel and skips it.

@@ -419,6 +419,8 @@ impl InferCore {
             Mode::Faces => self.models.get(&self.detector).expect("detector checked at load").clone(),
             Mode::Whole => classifier.clone(),
         };
+        // Refuse at once, before decoding, when the first queue is already full.
+        first_model.batcher.check_capacity()?;
         let metrics = self.metrics.clone();
         let fm = first_model.clone();
         let (img, first_row, decode_time) = blocking(move || {
