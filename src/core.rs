@@ -72,6 +72,15 @@ pub enum Label {
     Authentic,
 }
 
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Manipulated => "manipulated",
+            Label::Authentic => "authentic",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {

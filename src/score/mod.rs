@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{OutputFormat, ScoreArgs, ScoreMode};
-use crate::core::{DetectOptions, InferCore, Label, Mode, Status};
+use crate::core::{DetectOptions, InferCore, Mode, Status};
 use crate::metrics::Metrics;
 
 const EXTENSIONS: [&str; 13] =
@@ -63,6 +63,12 @@ enum Scorer {
     Remote { client: reqwest::Client, base: String },
 }
 
+impl Outcome {
+    fn error(message: String) -> Outcome {
+        Outcome { status: "error".into(), score: None, label: None, face_count: 0, faces: vec![], error: Some(message) }
+    }
+}
+
 impl Scorer {
     async fn score(&self, bytes: Bytes, model: &str, mode: ScoreMode, threshold: Option<f32>) -> Outcome {
         let result = match self {
@@ -72,38 +78,45 @@ impl Scorer {
                     threshold,
                     mode: if mode == ScoreMode::Whole { Mode::Whole } else { Mode::Faces },
                 };
-                core.detect(bytes, &opts, core.request_deadline())
-                    .await
-                    .map(|r| Outcome {
-                        status: match r.status {
-                            Status::Ok => "ok".into(),
-                            Status::NoFace => "no_face".into(),
-                        },
-                        score: r.score,
-                        label: r.label.map(|l| match l {
-                            Label::Manipulated => "manipulated".to_string(),
-                            Label::Authentic => "authentic".to_string(),
-                        }),
-                        face_count: r.faces.len(),
-                        faces: r
-                            .faces
-                            .iter()
-                            .map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score })
-                            .collect(),
-                        error: None,
-                    })
-                    .map_err(|e| e.to_string())
+                if crate::video::is_video(&bytes) {
+                    // A video's "faces" are its face tracks; per-frame detail is in the server API.
+                    let vopts =
+                        crate::video::VideoOptions { image: opts, sampling: None, aggregation: Default::default() };
+                    crate::video::detect_video(core, bytes, &vopts, core.request_deadline())
+                        .await
+                        .map(|v| Outcome {
+                            status: v.status.to_string(),
+                            score: v.score,
+                            label: v.label.map(|l| l.as_str().to_string()),
+                            face_count: v.tracks.len(),
+                            faces: vec![],
+                            error: None,
+                        })
+                        .map_err(|e| e.to_string())
+                } else {
+                    core.detect(bytes, &opts, core.request_deadline())
+                        .await
+                        .map(|r| Outcome {
+                            status: match r.status {
+                                Status::Ok => "ok".into(),
+                                Status::NoFace => "no_face".into(),
+                            },
+                            score: r.score,
+                            label: r.label.map(|l| l.as_str().to_string()),
+                            face_count: r.faces.len(),
+                            faces: r
+                                .faces
+                                .iter()
+                                .map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score })
+                                .collect(),
+                            error: None,
+                        })
+                        .map_err(|e| e.to_string())
+                }
             }
             Scorer::Remote { client, base } => remote(client, base, bytes, model, mode, threshold).await,
         };
-        result.unwrap_or_else(|e| Outcome {
-            status: "error".into(),
-            score: None,
-            label: None,
-            face_count: 0,
-            faces: vec![],
-            error: Some(e),
-        })
+        result.unwrap_or_else(Outcome::error)
     }
 }
 
@@ -354,17 +367,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     for m in models_ref {
-                        outcomes.insert(
-                            m.clone(),
-                            Outcome {
-                                status: "error".into(),
-                                score: None,
-                                label: None,
-                                face_count: 0,
-                                faces: vec![],
-                                error: Some(format!("cannot read file: {e}")),
-                            },
-                        );
+                        outcomes.insert(m.clone(), Outcome::error(format!("cannot read file: {e}")));
                     }
                 }
             }

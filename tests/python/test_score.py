@@ -126,3 +126,21 @@ def test_bad_arguments_say_what_to_do(tmp_path):
     assert r.returncode != 0 and "no image files found" in r.stderr
     r = score(tmp_path, "--resume", check=False)
     assert r.returncode != 0 and "--resume needs --output" in r.stderr
+
+
+def test_videos_are_scored_too(tmp_path, samples):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x240:d=2:r=25", "-loop", "1",
+         "-i", str(samples / "df" / "df01254.jpg"), "-filter_complex",
+         "[1:v]scale=120:120[f];[0:v][f]overlay=x='20+40*t':y=60:shortest=1", "-c:v", "libx264",
+         "-pix_fmt", "yuv420p", "-t", "2", str(clips / "fake.mp4")],
+        check=True)
+    (clips / "still.jpg").write_bytes((samples / "real" / "real00240.jpg").read_bytes())
+    out = tmp_path / "out.jsonl"
+    score(clips, "--output", out)
+    got = {pathlib.Path(g["path"]).name: g["models"]["meso4_df"] for g in rows(out)}
+    assert got["fake.mp4"]["status"] == "ok" and got["fake.mp4"]["face_count"] == 1, got
+    assert got["fake.mp4"]["label"] == "manipulated"
+    assert got["still.jpg"]["label"] == "authentic"

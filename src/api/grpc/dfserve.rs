@@ -29,10 +29,7 @@ fn options(r: &pb::DetectRequest) -> DetectOptions {
 }
 
 fn label(l: Label) -> String {
-    match l {
-        Label::Manipulated => "manipulated".into(),
-        Label::Authentic => "authentic".into(),
-    }
+    l.as_str().to_string()
 }
 
 fn to_response(id: String, core: &InferCore, opts: &DetectOptions, r: ImageResult) -> pb::DetectResponse {
