@@ -36,6 +36,14 @@ fn param(p: pb::InferParameter) -> Option<Param> {
     })
 }
 
+/// Decodes a `ModelInferRequest` message and converts it as `ModelInfer` does. Public for the
+/// fuzz targets in `fuzz/`.
+pub fn infer_request_from_proto(bytes: &[u8]) -> Result<InferRequest, CoreError> {
+    let msg = <pb::ModelInferRequest as prost::Message>::decode(bytes)
+        .map_err(|e| CoreError::BadRequest(format!("bad ModelInferRequest: {e}")))?;
+    to_request(msg)
+}
+
 fn to_request(req: pb::ModelInferRequest) -> Result<InferRequest, CoreError> {
     let raw = req.raw_input_contents;
     if !raw.is_empty() && raw.len() != req.inputs.len() {

@@ -5,6 +5,8 @@
 mod dfserve;
 mod kserve;
 
+pub use kserve::infer_request_from_proto;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

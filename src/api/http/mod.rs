@@ -19,6 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use error::{status_of, ApiError};
+pub use v2::parse_infer_body;
 
 use crate::auth::KeyStore;
 use crate::core::InferCore;

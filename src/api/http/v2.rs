@@ -137,6 +137,16 @@ pub async fn infer(
     Ok(render_response(resp, &binary_outputs))
 }
 
+/// Parses a KServe REST infer body (JSON, or a JSON header followed by binary tensors) exactly
+/// as the handler does. Public for the fuzz targets in `fuzz/`.
+pub fn parse_infer_body(header_len: Option<&str>, body: Bytes) -> Result<InferRequest, CoreError> {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = header_len.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(HEADER_LEN, v);
+    }
+    parse_request(String::new(), None, &headers, body).map(|(r, _)| r)
+}
+
 /// Which outputs go back as binary: `None` means all of them.
 struct BinaryOutputs {
     all: bool,
