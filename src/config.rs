@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// either way.
     #[arg(long, env = "DFSERVE_SHUTDOWN_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Serve HTTPS and gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "DFSERVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "DFSERVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// With --api-key-file, still serve /metrics without a key (for Prometheus scrapers).
     #[arg(long, env = "DFSERVE_PUBLIC_METRICS", default_value_t = false)]
     pub public_metrics: bool,

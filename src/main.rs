@@ -102,12 +102,48 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 public_metrics: args.public_metrics,
             },
         );
-        let http_listener = http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http = axum::serve(http_listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let grpc =
-            dfserve::api::grpc::serve(core.clone(), grpc_listener, args.grpc_max_message_bytes, keys, stopped(stop_rx));
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let read =
+                    |p: &std::path::PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+                Some((read(cert)?, read(key)?))
+            }
+            _ => None,
+        };
+        let http = async {
+            match &tls {
+                None => {
+                    let listener = http_listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).await?;
+                }
+                Some((cert, key)) => {
+                    let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert.clone(), key.clone())
+                        .await
+                        .context("loading --tls-cert / --tls-key")?;
+                    let handle = axum_server::Handle::new();
+                    let stop = stopped(stop_rx.clone());
+                    let h = handle.clone();
+                    tokio::spawn(async move {
+                        stop.await;
+                        h.graceful_shutdown(None);
+                    });
+                    let server = axum_server::from_tcp_rustls(http_listener.into_std()?, config)?.handle(handle);
+                    server.serve(app.into_make_service()).await?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let grpc = dfserve::api::grpc::serve(
+            core.clone(),
+            grpc_listener,
+            args.grpc_max_message_bytes,
+            keys,
+            tls.as_ref(),
+            stopped(stop_rx.clone()),
+        );
         let (h, g) = tokio::join!(http, grpc);
         h?;
         g?;

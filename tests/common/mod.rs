@@ -38,6 +38,16 @@ fn command(args: &[&str]) -> Command {
 impl Server {
     /// Starts `dfserve serve` on 127.0.0.1 and an ephemeral port, and waits until ready.
     pub async fn start(extra: &[&str]) -> Server {
+        Self::start_inner(extra, None).await
+    }
+
+    /// Like `start` for a server with --tls-cert/--tls-key: URLs are https and the client
+    /// trusts `ca_pem`.
+    pub async fn start_tls(extra: &[&str], ca_pem: &[u8]) -> Server {
+        Self::start_inner(extra, Some(ca_pem)).await
+    }
+
+    async fn start_inner(extra: &[&str], ca_pem: Option<&[u8]>) -> Server {
         let mut args = vec!["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"];
         args.extend_from_slice(extra);
         let mut child = command(&args)
@@ -58,7 +68,18 @@ impl Server {
         });
         let base = rx.recv_timeout(Duration::from_secs(60)).expect("dfserve did not report its address in 60 s");
         let grpc = rx.recv_timeout(Duration::from_secs(10)).expect("dfserve did not report its gRPC address");
-        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(64);
+        let (base, grpc) = match ca_pem {
+            Some(pem) => {
+                builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
+                (
+                    base.replace("http://127.0.0.1", "https://localhost"),
+                    grpc.replace("http://127.0.0.1", "https://localhost"),
+                )
+            }
+            None => (base, grpc),
+        };
+        let client = builder.build().unwrap();
         let server = Server { child, base, grpc, client };
         let started = Instant::now();
         loop {

@@ -90,6 +90,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     max_message_bytes: usize,
     keys: Option<Arc<KeyStore>>,
+    tls: Option<&(Vec<u8>, Vec<u8>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use pb::dfserve_v1::detector_server::DetectorServer;
@@ -133,7 +134,12 @@ pub async fn serve(
     let detector = InterceptedService::new(detector, auth.clone());
     let reflection_v1 = InterceptedService::new(reflection_v1, auth.clone());
     let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, auth);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection_v1)
