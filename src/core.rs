@@ -88,6 +88,24 @@ pub enum Status {
     NoFace,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NoFace => "no_face",
+        }
+    }
+}
+
+/// One word for an outcome: `manipulated`, `authentic` or `no_face`. Used for metrics, the
+/// KServe `LABEL` output and the video verdict alike.
+pub fn verdict(status: Status, label: Option<Label>) -> &'static str {
+    match (status, label) {
+        (Status::NoFace, _) | (_, None) => "no_face",
+        (_, Some(l)) => l.as_str(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FaceResult {
     /// `[x1, y1, x2, y2]` in pixels of the (EXIF-rotated) image.
@@ -386,14 +404,7 @@ impl InferCore {
         if result.is_ok() {
             self.pipeline_stats.record_execution(1, started.elapsed());
         }
-        let label = match &result {
-            Ok(r) => match (r.status, r.label) {
-                (Status::NoFace, _) => "no_face",
-                (_, Some(Label::Manipulated)) => "manipulated",
-                _ => "authentic",
-            },
-            Err(_) => "error",
-        };
+        let label = result.as_ref().map_or("error", |r| verdict(r.status, r.label));
         self.metrics.images.with_label_values(&[label]).inc();
         result
     }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::core::{DetectOptions, ImageResult, InferCore, LoadedModel, Mode, Status};
+use crate::core::{DetectOptions, ImageResult, InferCore, LoadedModel, Mode};
 use crate::error::CoreError;
 use crate::models::Layout;
 use crate::stats::{Duration2, StatsSnapshot};
@@ -667,13 +667,7 @@ async fn infer_pipeline(core: &InferCore, req: &InferRequest) -> Result<Vec<Outp
             data: TensorData::Bytes(
                 results
                     .iter()
-                    .map(|r| {
-                        Bytes::from_static(match (r.status, r.label) {
-                            (Status::NoFace, _) => b"no_face",
-                            (_, Some(crate::core::Label::Manipulated)) => b"manipulated",
-                            _ => b"authentic",
-                        })
-                    })
+                    .map(|r| Bytes::from_static(crate::core::verdict(r.status, r.label).as_bytes()))
                     .collect(),
             ),
         },

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{OutputFormat, ScoreArgs, ScoreMode};
-use crate::core::{DetectOptions, InferCore, Mode, Status};
+use crate::core::{DetectOptions, InferCore, Mode};
 use crate::metrics::Metrics;
 
 const EXTENSIONS: [&str; 13] =
@@ -85,7 +85,7 @@ impl Scorer {
                     crate::video::detect_video(core, bytes, &vopts, core.request_deadline())
                         .await
                         .map(|v| Outcome {
-                            status: v.status.to_string(),
+                            status: v.status.as_str().into(),
                             score: v.score,
                             label: v.label.map(|l| l.as_str().to_string()),
                             face_count: v.tracks.len(),
@@ -97,10 +97,7 @@ impl Scorer {
                     core.detect(bytes, &opts, core.request_deadline())
                         .await
                         .map(|r| Outcome {
-                            status: match r.status {
-                                Status::Ok => "ok".into(),
-                                Status::NoFace => "no_face".into(),
-                            },
+                            status: r.status.as_str().into(),
                             score: r.score,
                             label: r.label.map(|l| l.as_str().to_string()),
                             face_count: r.faces.len(),

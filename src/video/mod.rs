@@ -18,7 +18,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::core::{DetectOptions, InferCore, Label};
+use crate::core::{DetectOptions, InferCore, Label, Status};
 use crate::error::CoreError;
 pub use track::Aggregation;
 
@@ -77,7 +77,7 @@ pub struct VideoResult {
     pub frames_with_faces: usize,
     pub aggregation: Aggregation,
     /// `ok` or `no_face`.
-    pub status: &'static str,
+    pub status: Status,
     /// Highest track score; null when no frame had a face.
     pub score: Option<f32>,
     pub label: Option<Label>,
@@ -307,12 +307,7 @@ pub async fn detect_video(
     let result = tokio::time::timeout_at(deadline.into(), detect_video_inner(core, bytes, opts, deadline, s))
         .await
         .unwrap_or(Err(CoreError::DeadlineExceeded(core.settings().request_timeout)));
-    let label = match &result {
-        Ok(r) if r.status == "no_face" => "no_face",
-        Ok(r) if r.label == Some(Label::Manipulated) => "manipulated",
-        Ok(_) => "authentic",
-        Err(_) => "error",
-    };
+    let label = result.as_ref().map_or("error", |r| crate::core::verdict(r.status, r.label));
     core.metrics.videos.with_label_values(&[label]).inc();
     core.metrics.stage_seconds.with_label_values(&["video_total"]).observe(started.elapsed().as_secs_f64());
     result
@@ -390,7 +385,7 @@ async fn detect_video_inner(
         frames_sampled,
         frames_with_faces,
         aggregation: opts.aggregation,
-        status: if score.is_some() { "ok" } else { "no_face" },
+        status: if score.is_some() { Status::Ok } else { Status::NoFace },
         score,
         label: score.map(|s| if s >= threshold { Label::Manipulated } else { Label::Authentic }),
         threshold,

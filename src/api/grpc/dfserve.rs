@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::pb::dfserve_v1 as pb;
 use super::pb::dfserve_v1::detector_server::Detector as DetectorService;
 use super::{observed, to_status};
-use crate::core::{DetectOptions, ImageResult, InferCore, Label, Mode, Status as ImageStatus};
+use crate::core::{DetectOptions, ImageResult, InferCore, Label, Mode};
 use crate::error::CoreError;
 use crate::video::{self, Aggregation, Sampling, VideoOptions, VideoResult};
 
@@ -40,10 +40,7 @@ fn to_response(id: String, core: &InferCore, opts: &DetectOptions, r: ImageResul
         model_version,
         width: r.width,
         height: r.height,
-        status: match r.status {
-            ImageStatus::Ok => "ok".into(),
-            ImageStatus::NoFace => "no_face".into(),
-        },
+        status: r.status.as_str().into(),
         score: r.score,
         label: r.label.map(label).unwrap_or_default(),
         threshold: r.threshold,
@@ -87,7 +84,7 @@ fn video_response(id: String, core: &InferCore, opts: &DetectOptions, v: VideoRe
         model_version,
         width: v.width,
         height: v.height,
-        status: v.status.into(),
+        status: v.status.as_str().into(),
         score: v.score,
         label: v.label.map(label).unwrap_or_default(),
         threshold,
