@@ -62,18 +62,23 @@ impl KeyStore {
         ok.into()
     }
 
-    /// Checks the key carried by `authorization: Bearer <key>` or `x-api-key: <key>`.
-    pub fn check_headers(&self, headers: &axum::http::HeaderMap) -> bool {
-        let bearer = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|k| k.trim().as_bytes().to_vec());
-        let header = headers.get("x-api-key").map(|v| v.as_bytes().to_vec());
-        match bearer.or(header) {
-            Some(k) => self.check(&k),
+    /// Checks the key carried by `authorization: Bearer <key>` or `x-api-key: <key>`, given the
+    /// raw values of those two headers (HTTP) or metadata entries (gRPC).
+    pub fn check_presented(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> bool {
+        let bearer = authorization
+            .and_then(|v| v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer ")))
+            .map(|k| k.trim_ascii());
+        match bearer.or(api_key) {
+            Some(k) => self.check(k),
             None => false,
         }
+    }
+
+    pub fn check_headers(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.check_presented(
+            headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+            headers.get("x-api-key").map(|v| v.as_bytes()),
+        )
     }
 }
 

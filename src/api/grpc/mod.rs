@@ -75,9 +75,16 @@ struct RequireKey(Option<Arc<KeyStore>>);
 impl tonic::service::Interceptor for RequireKey {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         match &self.0 {
-            Some(keys) if !keys.check_headers(&req.metadata().clone().into_headers()) => Err(Status::unauthenticated(
-                "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>` metadata",
-            )),
+            Some(keys)
+                if !keys.check_presented(
+                    req.metadata().get("authorization").map(|v| v.as_bytes()),
+                    req.metadata().get("x-api-key").map(|v| v.as_bytes()),
+                ) =>
+            {
+                Err(Status::unauthenticated(
+                    "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>` metadata",
+                ))
+            }
             _ => Ok(req),
         }
     }
