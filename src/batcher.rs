@@ -8,8 +8,17 @@
 //! bounded: `submit` fails at once with `QueueFull` rather than letting latency grow without
 //! limit. Workers are OS threads, not tokio tasks, because `Session::run` blocks for the whole
 //! inference.
+//!
+//! On CPU the best layout depends on load. Under load, one single-threaded session per core
+//! wins: small models like MesoNet parallelise poorly inside one run, and an intra-op thread
+//! that loses its core to image decoding stalls its partner at every op. Alone, a request is
+//! fastest on one session that spreads each op over all cores. So a batcher may also hold one
+//! *solo* session with more threads: a worker takes it only when its batch is a single entry,
+//! nothing else is queued and no other worker is running, i.e. when the cores would otherwise
+//! sit idle. Any worker may take it, so it costs one extra session per model, not one per worker.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
@@ -57,9 +66,12 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts one worker thread per backend. `item_shape` is one batch row's shape.
+    /// `solo`, when given, is the session a lone entry runs on while every other worker is idle
+    /// (see the module docs).
     pub fn spawn<B: Backend>(
         model: &str,
         backends: Vec<B>,
+        solo: Option<B>,
         item_shape: Vec<usize>,
         config: BatcherConfig,
         metrics: Arc<Metrics>,
@@ -67,11 +79,15 @@ impl Batcher {
         let (tx, rx) = crossbeam_channel::bounded::<Entry>(config.max_queue_size.max(1));
         let item_len = item_shape.iter().product();
         let stats = Arc::new(ModelStats::default());
+        let solo = solo.map(|b| Arc::new(Mutex::new(b)));
+        let running = Arc::new(AtomicUsize::new(0));
         for (i, backend) in backends.into_iter().enumerate() {
             let worker = Worker {
                 model: model.to_string(),
                 rx: rx.clone(),
                 backend,
+                solo: solo.clone(),
+                running: running.clone(),
                 item_shape: item_shape.clone(),
                 config: config.clone(),
                 metrics: metrics.clone(),
@@ -145,6 +161,9 @@ struct Worker<B> {
     model: String,
     rx: Receiver<Entry>,
     backend: B,
+    solo: Option<Arc<Mutex<B>>>,
+    /// Workers of this model inside a model run now.
+    running: Arc<AtomicUsize>,
     item_shape: Vec<usize>,
     config: BatcherConfig,
     metrics: Arc<Metrics>,
@@ -203,7 +222,21 @@ impl<B: Backend> Worker<B> {
             input.extend_from_slice(&e.input);
         }
         let started = Instant::now();
-        let result = self.backend.run(input, n, &self.item_shape);
+        let others_running = self.running.fetch_add(1, Ordering::SeqCst);
+        // The solo session, only when this entry is all the work there is (module docs). A
+        // worker that starts meanwhile shares the cores for the rest of this one run.
+        let solo = match &self.solo {
+            Some(solo) if n == 1 && others_running == 0 && self.rx.is_empty() => solo.try_lock().ok(),
+            _ => None,
+        };
+        let result = match solo {
+            Some(mut solo) => {
+                self.metrics.solo_runs.with_label_values(&[&self.model]).inc();
+                solo.run(input, n, &self.item_shape)
+            }
+            None => self.backend.run(input, n, &self.item_shape),
+        };
+        self.running.fetch_sub(1, Ordering::SeqCst);
         let inference = started.elapsed();
         let m = &self.metrics;
         m.batch_size.with_label_values(&[&self.model]).observe(n as f64);
@@ -289,7 +322,7 @@ mod tests {
             max_queue_delay: Duration::from_millis(queue_delay_ms),
             max_queue_size: queue,
         };
-        (Batcher::spawn("t", vec![backend], vec![2], cfg, Arc::new(Metrics::new())), sizes)
+        (Batcher::spawn("t", vec![backend], None, vec![2], cfg, Arc::new(Metrics::new())), sizes)
     }
 
     fn far() -> Instant {
@@ -382,6 +415,57 @@ mod tests {
         assert!(matches!(err, CoreError::Inference(ref m) if m.contains("boom")), "{err}");
         // The worker is still alive.
         assert!(b.infer(vec![0.0, 0.0], far()).await.is_err());
+    }
+
+    /// Records which session ran each batch.
+    struct Tagged {
+        tag: &'static str,
+        log: Arc<Mutex<Vec<&'static str>>>,
+        delay: Duration,
+    }
+
+    impl Backend for Tagged {
+        fn run(&mut self, input: &[f32], batch: usize, _item: &[usize]) -> anyhow::Result<Vec<OutputTensor>> {
+            std::thread::sleep(self.delay);
+            self.log.lock().unwrap().push(self.tag);
+            Ok(vec![OutputTensor { shape: vec![batch, input.len() / batch], data: input.to_vec() }])
+        }
+    }
+
+    #[tokio::test]
+    async fn solo_session_runs_lone_entries_and_workers_share_load() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tagged = |tag| Tagged { tag, log: log.clone(), delay: Duration::from_millis(30) };
+        let cfg = BatcherConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, max_queue_size: 64 };
+        let b = Batcher::spawn(
+            "t",
+            vec![tagged("worker"), tagged("worker")],
+            Some(tagged("solo")),
+            vec![2],
+            cfg,
+            Arc::new(Metrics::new()),
+        );
+        // One request at a time: every run takes the solo session.
+        for _ in 0..3 {
+            b.infer(vec![1.0, 2.0], far()).await.unwrap();
+        }
+        assert_eq!(*log.lock().unwrap(), vec!["solo"; 3]);
+        log.lock().unwrap().clear();
+        // Eight at once: the queue is never empty until the last, so the workers' own
+        // single-thread sessions take (nearly) all of them, two at a time.
+        let started = Instant::now();
+        let outs = futures::future::join_all((0..8).map(|i| b.infer(vec![i as f32, 0.0], far()))).await;
+        for (i, o) in outs.into_iter().enumerate() {
+            assert_eq!(o.unwrap().rows[0], vec![i as f32, 0.0]);
+        }
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 8);
+        assert!(log.iter().filter(|t| **t == "worker").count() >= 6, "{log:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(8 * 30),
+            "two workers should overlap: {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
+    /// Time the whole image pipeline in-process, one image at a time (no server, no queue):
+    /// the latency floor a server's concurrency-1 latency is compared against.
+    BenchPipeline(BenchPipelineArgs),
 }
 
 /// Where ONNX Runtime and the models are, and how sessions run.
@@ -43,8 +46,8 @@ pub struct RuntimeArgs {
     /// Execution provider: cpu, cuda[:N] or tensorrt[:N] (GPU ones need the matching cargo feature).
     #[arg(long, env = "DFSERVE_DEVICE", default_value = "cpu")]
     pub device: Device,
-    /// ONNX Runtime intra-op threads per session.
-    #[arg(long, env = "DFSERVE_INTRA_THREADS", default_value_t = 2)]
+    /// ONNX Runtime intra-op threads per session (per instance; see --instances).
+    #[arg(long, env = "DFSERVE_INTRA_THREADS", default_value_t = 1)]
     pub intra_threads: usize,
     /// Let ORT threads busy-wait between ops (lower latency, burns idle CPU).
     #[arg(long, env = "DFSERVE_ORT_SPINNING", default_value_t = false)]
@@ -120,11 +123,19 @@ pub struct EngineArgs {
     /// Face detector model.
     #[arg(long, env = "DFSERVE_DETECTOR", default_value = "ultraface_rfb320")]
     pub detector: String,
-    /// Sessions (worker threads) per model.
-    #[arg(long, env = "DFSERVE_INSTANCES", default_value_t = 1)]
-    pub instances: usize,
-    /// Largest batch one model run takes.
-    #[arg(long, env = "DFSERVE_MAX_BATCH_SIZE", default_value_t = 4)]
+    /// Sessions (worker threads) per model. Default: on CPU one per core the process may use,
+    /// at most 8; on GPU 1.
+    #[arg(long, env = "DFSERVE_INSTANCES")]
+    pub instances: Option<usize>,
+    /// Intra-op threads of the extra "solo" session per model, which runs a lone request while
+    /// the other workers are idle, so light load gets all cores and heavy load gets one
+    /// session per core. 0 (or a value not above --intra-threads) turns it off. Default: on CPU
+    /// the cores the process may use, at most 4; on GPU off.
+    #[arg(long, env = "DFSERVE_SOLO_THREADS")]
+    pub solo_threads: Option<usize>,
+    /// Largest batch one model run takes. On CPU batching does not speed MesoNet up (see
+    /// bench/RESULTS.md); on GPU raise it.
+    #[arg(long, env = "DFSERVE_MAX_BATCH_SIZE", default_value_t = 1)]
     pub max_batch_size: usize,
     /// How long a worker waits for more entries after the first before running the batch (µs).
     #[arg(long, env = "DFSERVE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
@@ -167,6 +178,10 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     pub fn core_settings(&self) -> CoreSettings {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu = self.runtime.device == Device::Cpu;
+        let instances = self.instances.unwrap_or(if cpu { cores.min(8) } else { 1 }).max(1);
+        let solo_threads = if cpu { self.solo_threads.unwrap_or(cores.min(4)) } else { 0 };
         CoreSettings {
             ort_lib: self.runtime.ort_lib.clone(),
             model_dir: self.runtime.model_dir.clone(),
@@ -174,7 +189,8 @@ impl EngineArgs {
             default_model: self.default_model.clone(),
             detector: self.detector.clone(),
             session: self.runtime.session(),
-            instances: self.instances.max(1),
+            instances,
+            solo_threads,
             batcher: BatcherConfig {
                 max_batch_size: self.max_batch_size.max(1),
                 max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
@@ -209,7 +225,35 @@ pub struct BenchModelArgs {
     /// Seconds per batch size.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Sessions running side by side, each on its own thread with --intra-threads threads (the
+    /// server's --instances layout); images/s is their total.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
     /// Print one JSON object per batch size instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchPipelineArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Classifier.
+    #[arg(long, default_value = "meso4_df")]
+    pub model: String,
+    /// Face detector (faces mode).
+    #[arg(long, default_value = "ultraface_rfb320")]
+    pub detector: String,
+    /// `faces` detects and crops first; `whole` scores each image as one face crop.
+    #[arg(long, value_enum, default_value_t = ScoreMode::Faces)]
+    pub mode: ScoreMode,
+    /// Encoded images, taken in turn.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub images: Vec<PathBuf>,
+    /// Seconds to run (after one warm-up pass over the images).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
 }

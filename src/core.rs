@@ -20,11 +20,11 @@ use crate::batcher::{Batcher, BatcherConfig, EntryOutput};
 use crate::error::CoreError;
 use crate::metrics::Metrics;
 use crate::models::{ModelConfig, ModelKind, ScoreDirection};
-use crate::pipeline::aggregate;
-use crate::pipeline::crop::{square_region, Border};
+use crate::pipeline::crop::Border;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
-use crate::pipeline::detect::{decode_ultraface, FaceBox};
+use crate::pipeline::detect::FaceBox;
 use crate::pipeline::preprocess::{model_input, Region};
+use crate::pipeline::{aggregate, detected_faces, face_rows};
 use crate::runtime::{OrtBackend, SessionOptions, TensorSpec};
 use crate::stats::ModelStats;
 
@@ -39,6 +39,8 @@ pub struct CoreSettings {
     pub detector: String,
     pub session: SessionOptions,
     pub instances: usize,
+    /// Intra-op threads of each model's solo session; none unless above `session.intra_threads`.
+    pub solo_threads: usize,
     pub batcher: BatcherConfig,
     pub request_timeout: Duration,
     pub max_image_pixels: u64,
@@ -240,15 +242,22 @@ impl InferCore {
             let backends = (0..settings.instances.max(1))
                 .map(|_| OrtBackend::load(&env, &path, &config, &settings.session))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let solo = if settings.solo_threads > settings.session.intra_threads {
+                let opts = SessionOptions { intra_threads: settings.solo_threads, ..settings.session.clone() };
+                Some(OrtBackend::load(&env, &path, &config, &opts)?)
+            } else {
+                None
+            };
             let outputs = backends[0].outputs().to_vec();
             let batcher = Batcher::spawn(
                 &name,
                 backends,
+                solo,
                 config.input.item_shape().to_vec(),
                 settings.batcher.clone(),
                 metrics.clone(),
             );
-            tracing::info!(model = %name, version = %config.version, kind = ?config.kind, instances = settings.instances, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+            tracing::info!(model = %name, version = %config.version, kind = ?config.kind, instances = settings.instances, solo_threads = settings.solo_threads, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
             metrics
                 .model_info
                 .with_label_values(&[
@@ -482,17 +491,13 @@ impl InferCore {
                 let img = img.clone();
                 blocking(move || {
                     let t0 = Instant::now();
-                    let boxes = match det_cfg.decoder {
-                        crate::models::DetectorDecoder::Ultraface => {
-                            decode_ultraface(&scores, &boxes, width, height, det_cfg.score_threshold, det_cfg.nms_iou)
-                        }
-                    };
+                    let boxes = detected_faces(&det_cfg, &scores, &boxes, width, height);
                     metrics
                         .stage_seconds
                         .with_label_values(&["detect_postprocess"])
                         .observe(t0.elapsed().as_secs_f64());
                     let t1 = Instant::now();
-                    let crops = crops_for(&img, boxes, &cls_input, margin, border);
+                    let crops = face_rows(&img, boxes, &cls_input, margin, border);
                     metrics.stage_seconds.with_label_values(&["crop"]).observe(t1.elapsed().as_secs_f64());
                     Ok::<_, CoreError>(crops)
                 })
@@ -563,22 +568,6 @@ fn label_for(score: f32, threshold: f32) -> Label {
     } else {
         Label::Authentic
     }
-}
-
-fn crops_for(
-    img: &RgbImage,
-    boxes: Vec<FaceBox>,
-    input: &crate::models::InputConfig,
-    margin: f32,
-    border: Border,
-) -> Vec<(FaceBox, Vec<f32>)> {
-    boxes
-        .into_iter()
-        .map(|b| {
-            let region = square_region(&b, img.width(), img.height(), margin, border);
-            (b, model_input(img, region, input))
-        })
-        .collect()
 }
 
 /// Runs CPU-bound work on the blocking pool. A panic in image code becomes a 500-class error

@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Models(args) => list_models(&args),
         Command::BenchModel(args) => bench_model(&args),
+        Command::BenchPipeline(args) => bench_pipeline(&args),
         Command::Score(args) => score(args),
     };
     match result {
@@ -199,12 +200,39 @@ fn bench_model(args: &dfserve::config::BenchModelArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
     } else {
-        println!("{:<20} {:>6} {:>8} {:>10} {:>10} {:>10}", "model", "batch", "runs", "images/s", "p50 ms", "p99 ms");
+        println!(
+            "{:<20} {:>9} {:>6} {:>8} {:>10} {:>10} {:>10}",
+            "model", "sessions", "batch", "runs", "images/s", "p50 ms", "p99 ms"
+        );
         for r in rows {
             println!(
-                "{:<20} {:>6} {:>8} {:>10.1} {:>10.3} {:>10.3}",
-                r.model, r.batch_size, r.runs, r.images_per_s, r.p50_ms_per_batch, r.p99_ms_per_batch
+                "{:<20} {:>9} {:>6} {:>8} {:>10.1} {:>10.3} {:>10.3}",
+                r.model,
+                format!("{}x{}", r.instances, r.intra_threads),
+                r.batch_size,
+                r.runs,
+                r.images_per_s,
+                r.p50_ms_per_batch,
+                r.p99_ms_per_batch
             );
+        }
+    }
+    Ok(())
+}
+
+fn bench_pipeline(args: &dfserve::config::BenchPipelineArgs) -> anyhow::Result<()> {
+    let row = dfserve::bench::run_pipeline(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&row)?);
+    } else {
+        println!(
+            "{} mode, {} ({} images, {:.2} faces each): {:.1} images/s, p50 {:.3} ms, p99 {:.3} ms",
+            row.mode, row.model, row.images, row.faces_per_image, row.images_per_s, row.p50_ms, row.p99_ms
+        );
+        for stage in ["decode", "detect", "crop", "classify"] {
+            if let Some(ms) = row.stages_ms.get(stage) {
+                println!("  {stage:<10} {ms:>8.3} ms (median)");
+            }
         }
     }
     Ok(())

@@ -15,6 +15,8 @@ pub struct Metrics {
     /// Duration of each batch's model run.
     pub inference_seconds: HistogramVec,
     pub batch_size: HistogramVec,
+    /// Model runs taken on the solo session (a lone entry on otherwise idle cores).
+    pub solo_runs: IntCounterVec,
     pub queue_depth: IntGaugeVec,
     /// Entries dropped before inference, by reason (cancelled, deadline).
     pub dropped_entries: IntCounterVec,
@@ -71,6 +73,11 @@ impl Metrics {
             &["model"],
         )
         .expect("metric");
+        let solo_runs = IntCounterVec::new(
+            Opts::new("dfserve_solo_runs_total", "Model runs on the solo session (one entry, idle cores)"),
+            &["model"],
+        )
+        .expect("metric");
         let queue_depth =
             IntGaugeVec::new(Opts::new("dfserve_queue_depth", "Entries waiting in a model queue"), &["model"])
                 .expect("metric");
@@ -108,6 +115,7 @@ impl Metrics {
             Box::new(queue_seconds.clone()),
             Box::new(inference_seconds.clone()),
             Box::new(batch_size.clone()),
+            Box::new(solo_runs.clone()),
             Box::new(queue_depth.clone()),
             Box::new(dropped_entries.clone()),
             Box::new(inference_errors.clone()),
@@ -127,6 +135,7 @@ impl Metrics {
             queue_seconds,
             inference_seconds,
             batch_size,
+            solo_runs,
             queue_depth,
             dropped_entries,
             inference_errors,
