@@ -217,10 +217,17 @@ impl<B: Backend> Worker<B> {
 
     fn run_batch(&mut self, live: Vec<Entry>, input: &mut Vec<f32>) {
         let n = live.len();
-        input.clear();
-        for e in &live {
-            input.extend_from_slice(&e.input);
-        }
+        // A batch of one runs straight from the entry's own row. Larger batches need one
+        // contiguous tensor, so their rows are copied into the worker's reused buffer.
+        let input: &[f32] = if n == 1 {
+            &live[0].input
+        } else {
+            input.clear();
+            for e in &live {
+                input.extend_from_slice(&e.input);
+            }
+            input
+        };
         let started = Instant::now();
         let others_running = self.running.fetch_add(1, Ordering::SeqCst);
         // The solo session, only when this entry is all the work there is (module docs). A
