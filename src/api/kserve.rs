@@ -366,8 +366,11 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
     let s = core.settings();
     let kind = if core.device() == "cpu" { "KIND_CPU" } else { "KIND_GPU" };
     let instances = InstanceGroup { name: format!("{name}_0"), kind, count: s.instances as i32 };
+    // The batcher's cap is what the dynamic batcher forms; a request itself may carry more rows
+    // (each is its own queue entry), up to what the queue holds, so that is `max_batch_size`.
+    let max_batch_size = s.batcher.max_queue_size as i32;
     let dynamic_batching = DynamicBatching {
-        preferred_batch_size: vec![],
+        preferred_batch_size: vec![s.batcher.max_batch_size as i32],
         max_queue_delay_microseconds: s.batcher.max_queue_delay.as_micros() as u64,
     };
     let tensor = |name: &str, dt: DataType, format: Option<&'static str>, dims: Vec<i64>| ConfigTensor {
@@ -381,7 +384,7 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
             name: name.to_string(),
             platform: "onnxruntime_onnx",
             backend: "onnxruntime",
-            max_batch_size: s.batcher.max_batch_size as i32,
+            max_batch_size,
             input: vec![tensor(
                 &m.config.input.name,
                 DataType::Fp32,
@@ -403,7 +406,7 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
             name: name.to_string(),
             platform: "dfserve_pipeline",
             backend: "dfserve",
-            max_batch_size: s.batcher.max_batch_size as i32,
+            max_batch_size,
             input: vec![tensor(PIPELINE_INPUT, DataType::Bytes, None, vec![1])],
             output: vec![
                 tensor("SCORE", DataType::Fp32, None, vec![1]),
