@@ -341,3 +341,34 @@ fn startup_errors_are_clear_and_exit_non_zero() {
     assert!(err.contains("missing") && err.contains("scripts/setup.sh"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn lone_requests_take_the_solo_session_and_concurrent_ones_the_workers() {
+    let s = Server::start(&["--instances", "2", "--intra-threads", "1", "--solo-threads", "2"]).await;
+    let jpeg = sample("mesonet/df/df00204.jpg");
+    let counts = |m: &str| {
+        (
+            metric(m, "dfserve_solo_runs_total{model=\"meso4_df\"}").unwrap_or(0.0),
+            metric(m, "dfserve_batch_size_count{model=\"meso4_df\"}").unwrap(),
+        )
+    };
+    // One request at a time: every classifier run is a lone entry on idle workers.
+    for _ in 0..5 {
+        let (status, body) = s.detect("?mode=whole", jpeg.clone()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (solo, runs) = counts(&s.metrics().await);
+    assert_eq!(solo, runs, "sequential requests should all run on the solo session");
+    // 64 at once keep the queue full, so the workers' own sessions take most of them, and the
+    // scores are the same whichever session ran them.
+    let reqs = (0..64).map(|_| s.detect("?mode=whole", jpeg.clone()));
+    let mut scores = Vec::new();
+    for (status, body) in futures::future::join_all(reqs).await {
+        assert_eq!(status, 200, "{body}");
+        scores.push(body["results"][0]["score"].as_f64().unwrap());
+    }
+    let (solo2, runs2) = counts(&s.metrics().await);
+    assert_eq!(runs2 - runs, 64.0);
+    assert!(solo2 - solo < 64.0, "concurrent load should use the worker sessions: {} of 64 ran solo", solo2 - solo);
+    assert!(scores.iter().all(|x| (x - scores[0]).abs() < 1e-5), "{scores:?}");
+}
