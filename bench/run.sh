@@ -8,10 +8,11 @@
 # pipeline in-process (bench-pipeline), then at concurrency 1, 4 and 16:
 #   tensor        KServe v2 gRPC infer on meso4_df, binary FP32 tensors   perf_analyzer
 #   crops         POST /v1/detect?mode=whole, 256x256-ish JPEG face crops  wrk
-#   crops_kserve  KServe gRPC `dfserve` pipeline model, the same JPEGs     perf_analyzer
+#   crops_kserve  KServe gRPC `dfserve` pipeline model (mode whole), the same JPEGs  perf_analyzer
+#   crops_kserve_http  the same over KServe HTTP, binary extension        wrk
 #   photos        POST /v1/detect, 1280x720 JPEGs with 1-5 faces           wrk
 # and the peers doing the same work: FastAPI (crops, photos; wrk) and PyTriton (crops over
-# KServe gRPC; perf_analyzer). The table gives medians over rounds; the per-stage breakdown
+# KServe gRPC with perf_analyzer, and over KServe HTTP with wrk). The table gives medians over rounds; the per-stage breakdown
 # comes from dfserve's own /metrics. Raw rows: bench/out/suite.jsonl; table: bench/out/suite.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,10 +101,10 @@ RESULTS="$OUT/suite.jsonl"
 emit() { echo "{\"round\": $1, \"case\": \"$2\", \"c\": $3, \"row\": $4}" >>"$RESULTS"; }
 metrics() { curl -fs "http://127.0.0.1:$DF_HTTP/metrics"; }
 
-wrk_case() { # round case c url images...
-  local round=$1 case=$2 c=$3 url=$4; shift 4
+wrk_case() { # round case c url kserve-input-name|- images...
+  local round=$1 case=$2 c=$3 url=$4 input=$5; shift 5
   local r
-  r=$(DFSERVE_BENCH_IMAGES="$(join : "$@")" wrk -t1 -c"$c" -d"${SECS}s" --timeout 20s -s bench/wrk_detect.lua "$url" | tail -n 1)
+  r=$(DFSERVE_BENCH_IMAGES="$(join : "$@")" DFSERVE_BENCH_KSERVE_INPUT="${input#-}" wrk -t1 -c"$c" -d"${SECS}s" --timeout 20s -s bench/wrk_detect.lua "$url" | tail -n 1)
   emit "$round" "$case" "$c" "$r"
 }
 
@@ -149,18 +150,22 @@ for round in $(seq 1 "$ROUNDS"); do
     log "round $round/$ROUNDS: concurrency $c"
     pa_case "$round" tensor "$c" "127.0.0.1:$DF_GRPC" meso4_df
     [ "$c" = 16 ] && metrics >"$OUT/metrics_before.txt"
-    wrk_case "$round" crops "$c" "http://127.0.0.1:$DF_HTTP/v1/detect?mode=whole" "${CROPS[@]}"
+    wrk_case "$round" crops "$c" "http://127.0.0.1:$DF_HTTP/v1/detect?mode=whole" - "${CROPS[@]}"
     [ "$c" = 16 ] && stage_case "$OUT/metrics_before.txt" "$round" crops
-    wrk_case "$round" crops_fastapi "$c" "http://127.0.0.1:$FASTAPI/v1/detect?mode=whole" "${CROPS[@]}"
-    pa_case "$round" crops_kserve "$c" "127.0.0.1:$DF_GRPC" dfserve -x 1 --input-data "$OUT/crops_input.json"
+    wrk_case "$round" crops_fastapi "$c" "http://127.0.0.1:$FASTAPI/v1/detect?mode=whole" - "${CROPS[@]}"
+    DFSERVE_BENCH_KSERVE_PARAMS='{"mode":"whole"}' \
+      wrk_case "$round" crops_kserve_http "$c" "http://127.0.0.1:$DF_HTTP/v2/models/dfserve/infer" IMAGE "${CROPS[@]}"
+    wrk_case "$round" crops_pytriton_http "$c" "http://127.0.0.1:$PYT_HTTP/v2/models/meso4_df_jpeg/infer" IMAGE "${CROPS[@]}"
+    pa_case "$round" crops_kserve "$c" "127.0.0.1:$DF_GRPC" dfserve -x 1 --input-data "$OUT/crops_input.json" \
+      --request-parameter mode:whole:string
     pa_case "$round" crops_pytriton "$c" "127.0.0.1:$PYT_GRPC" meso4_df_jpeg --input-data "$OUT/crops_input.json"
     [ "$c" = 16 ] && metrics >"$OUT/metrics_before.txt"
-    wrk_case "$round" photos "$c" "http://127.0.0.1:$DF_HTTP/v1/detect" "${PHOTOS[@]}"
+    wrk_case "$round" photos "$c" "http://127.0.0.1:$DF_HTTP/v1/detect" - "${PHOTOS[@]}"
     if [ "$c" = 16 ]; then
       stage_case "$OUT/metrics_before.txt" "$round" photos
       LOADED="{\"dfserve\": $(rss_mib "$DF_PID")}"
     fi
-    wrk_case "$round" photos_fastapi "$c" "http://127.0.0.1:$FASTAPI/v1/detect" "${PHOTOS[@]}"
+    wrk_case "$round" photos_fastapi "$c" "http://127.0.0.1:$FASTAPI/v1/detect" - "${PHOTOS[@]}"
     [ "$c" = 16 ] && LOADED_FA=$(rss_mib "$FA_PID")
   done
 done

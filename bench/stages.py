@@ -1,7 +1,8 @@
 """Per-image time in each pipeline stage, from two scrapes of dfserve's /metrics taken around
 one load case: mean milliseconds per image for decode, detect (detector input, run and box
 decoding), crop (crops resized into classifier rows; in whole mode the image itself), classify
-(classifier runs), queue (waiting in model queues), and the request as a whole.
+(classifier runs), queue (waiting in model queues, summed over the image's entries), and the
+request as a whole.
 
     python bench/stages.py METRICS_BEFORE METRICS_AFTER     -> one JSON object
 """
@@ -42,7 +43,8 @@ def main():
     ms = lambda seconds: round(seconds / images * 1e3, 3)
     row = {
         "images": int(images),
-        "faces_per_image": round(delta("dfserve_faces_detected_total") / images, 2),
+        # Classifier entries per image: the faces found, or 1 in whole mode.
+        "faces_per_image": round(delta("dfserve_batch_size_sum", model="meso4_df") / images, 2),
         "decode": ms(stage("decode")),
         "detect": ms(stage("detect_preprocess") + infer("ultraface_rfb320") + stage("detect_postprocess")),
         "crop": ms(stage("crop") + stage("classify_preprocess")),

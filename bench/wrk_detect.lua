@@ -1,18 +1,45 @@
--- wrk script: POST the images named in $DFSERVE_BENCH_IMAGES (colon-separated paths) to
--- /v1/detect in turn, and print a one-line JSON summary at the end.
+-- wrk script: POST the images named in $DFSERVE_BENCH_IMAGES (colon-separated paths) in turn,
+-- and print a one-line JSON summary at the end.
+--
+-- By default each body is the raw image (/v1/detect). With $DFSERVE_BENCH_KSERVE_INPUT set to
+-- an input name, each body is instead a KServe v2 infer request in the binary tensor extension:
+-- a JSON header naming that BYTES input (and the request parameters in
+-- $DFSERVE_BENCH_KSERVE_PARAMS), then the image with its 4-byte length prefix. That
+-- drives any KServe HTTP endpoint (dfserve's `dfserve` model, Triton, PyTriton) with the same
+-- tool and the same images.
 local paths = os.getenv("DFSERVE_BENCH_IMAGES") or ""
-local bodies = {}
+local kserve_input = os.getenv("DFSERVE_BENCH_KSERVE_INPUT")
+-- Optional request-level KServe parameters, as a JSON object (e.g. {"mode":"whole"}).
+local kserve_params = os.getenv("DFSERVE_BENCH_KSERVE_PARAMS") or ""
+local requests = {}
+
+local function le32(n)
+  return string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256, math.floor(n / 16777216) % 256)
+end
+
 for p in string.gmatch(paths, "[^:]+") do
   local f = assert(io.open(p, "rb"))
-  bodies[#bodies + 1] = f:read("*a")
+  local image = f:read("*a")
   f:close()
+  if kserve_input then
+    local params = kserve_params ~= "" and ('"parameters":' .. kserve_params .. ",") or ""
+    local header = string.format(
+      '{%s"inputs":[{"name":"%s","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":%d}}]}',
+      params, kserve_input, #image + 4)
+    requests[#requests + 1] = wrk.format("POST", nil, {
+      ["Content-Type"] = "application/octet-stream",
+      ["Inference-Header-Content-Length"] = tostring(#header),
+    }, header .. le32(#image) .. image)
+  else
+    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "image/jpeg" }, image)
+  end
 end
-assert(#bodies > 0, "DFSERVE_BENCH_IMAGES names no files")
+assert(#requests > 0, "DFSERVE_BENCH_IMAGES names no files")
 local i = 0
 
 request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", nil, { ["Content-Type"] = "image/jpeg" }, bodies[i])
+  i = i % #requests + 1
+  return requests[i]
 end
 
 done = function(summary, latency, requests)
