@@ -134,9 +134,8 @@ stage_case() { # round case c: the per-stage counters around one case (run by th
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round/$ROUNDS: raw ONNX Runtime and in-process pipeline"
   rawsecs=$(python3 -c "print(max(1.0, $SECS / 4))")
-  for layout in "1 2" "2 1"; do
-    set -- $layout
-    target/release/dfserve bench-model --model meso4_df --instances "$1" --intra-threads "$2" \
+  for layout in 1x2 2x1; do
+    target/release/dfserve bench-model --model meso4_df --instances "${layout%x*}" --intra-threads "${layout#*x}" \
       --batch-sizes 1,2,4,8 --seconds "$rawsecs" --json | while read -r line; do emit "$round" raw 0 "$line"; done
   done
   for mode in whole faces; do

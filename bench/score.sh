@@ -36,8 +36,11 @@ for i in range(n):
     v.resize((256, 256)).save(d / f"{i:05d}.jpg", quality=80 + k % 15)
 PY
 for round in $(seq 1 "$ROUNDS"); do
-  target/release/dfserve bench-model --model "$MODEL" --batch-sizes 1,4,8,16 --seconds 3 --json \
-    | sed "s/^/{\"round\": $round, \"raw\": /; s/$/}/"
+  # The limit in both session layouts: one 2-thread session, and one 1-thread session per core.
+  for layout in 1x2 2x1; do
+    target/release/dfserve bench-model --model "$MODEL" --instances "${layout%x*}" --intra-threads "${layout#*x}" \
+      --batch-sizes 1,2,4,8 --seconds 3 --json | sed "s/^/{\"round\": $round, \"raw\": /; s/$/}/"
+  done
   rm -f "$OUT/score.jsonl"
   /usr/bin/time -f "{\"round\": $round, \"score_seconds\": %e, \"max_rss_kb\": %M}" \
     target/release/dfserve score "$DATA" --mode whole --model "$MODEL" --output "$OUT/score.jsonl" "${@:3}" 2>&1 \
@@ -49,12 +52,14 @@ raw, score = {}, []
 for line in open(sys.argv[1]):
     line = line.strip()
     if line.startswith('{"round"') and '"raw"' in line:
-        r = json.loads(line)["raw"]; raw.setdefault(r["batch_size"], []).append(r["images_per_s"])
+        r = json.loads(line)["raw"]
+        raw.setdefault((r["instances"], r["intra_threads"], r["batch_size"]), []).append(r["images_per_s"])
     elif "images in" in line:
         m = re.search(r"\(([\d.]+) images/s\)", line); score.append(float(m.group(1)))
 best = max(raw, key=lambda b: statistics.median(raw[b]))
 braw = statistics.median(raw[best])
 s = statistics.median(score)
-print(f"raw ONNX Runtime best: batch {best}, {braw:.0f} images/s (" + ", ".join(f"b{b} {statistics.median(v):.0f}" for b, v in sorted(raw.items())) + ")")
+print(f"raw ONNX Runtime best: {best[0]}x{best[1]} sessions, batch {best[2]}, {braw:.0f} images/s ("
+      + ", ".join(f"{i}x{t} b{b} {statistics.median(v):.0f}" for (i, t, b), v in sorted(raw.items())) + ")")
 print(f"dfserve score --mode whole over {sys.argv[2]} crops: {s:.0f} images/s = {s / braw:.2f}x raw (median of {len(score)})")
 PY

@@ -32,6 +32,10 @@ def med(values):
     return statistics.median(values) if values else float("nan")
 
 
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b and b == b else "n/a"
+
+
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1])]
     by = defaultdict(list)
@@ -60,6 +64,7 @@ def main():
     def stat(case, c, key):
         return med([x[key] for x in by.get((case, c), [])])
 
+    failed = []
     p("| path | c | images/s | p50 ms | p99 ms | x limit | x FastAPI | x PyTriton | errors |")
     p("|---|---|---|---|---|---|---|---|---|")
     for case, title in PATHS:
@@ -67,10 +72,12 @@ def main():
             if (case, c) not in by:
                 continue
             rps = stat(case, c, "rps")
-            x_limit = "" if case in PHOTO_PATHS else f"{rps / limit:.2f}x"
-            x_fa = f"{rps / stat(FASTAPI_PEER[case], c, 'rps'):.2f}x" if case in FASTAPI_PEER else ""
-            x_pyt = f"{rps / stat(PYTRITON_PEER[case], c, 'rps'):.2f}x" if case in PYTRITON_PEER else ""
+            x_limit = "" if case in PHOTO_PATHS else ratio(rps, limit)
+            x_fa = ratio(rps, stat(FASTAPI_PEER[case], c, "rps")) if case in FASTAPI_PEER else ""
+            x_pyt = ratio(rps, stat(PYTRITON_PEER[case], c, "rps")) if case in PYTRITON_PEER else ""
             errors = sum(x["errors"] for x in by[(case, c)])
+            if errors:
+                failed.append(f"{case} c={c}: {errors} errors")
             p(f"| {title} | {c} | {rps:.1f} | {stat(case, c, 'p50_ms'):.2f} | {stat(case, c, 'p99_ms'):.2f} "
               f"| {x_limit} | {x_fa} | {x_pyt} | {errors} |")
 
@@ -85,7 +92,7 @@ def main():
     ]
     for case, what, floor in pairs:
         served = stat(case, 1, "p50_ms")
-        p(f"| {case} ({what}) | {served:.2f} | {floor:.2f} | {served / floor:.2f}x |")
+        p(f"| {case} ({what}) | {served:.2f} | {floor:.2f} | {ratio(served, floor)} |")
 
     p("\n**Where the time goes**, from dfserve's /metrics at concurrency 16 (mean ms per image), next "
       "to the in-process pipeline at concurrency 1 (median ms per image). Queue time is summed over an "
@@ -115,6 +122,9 @@ def main():
           f"peak {m['dfserve_peak']}; FastAPI peer idle {m['idle']['fastapi']}, after 16-way {m['fastapi_after_16way']}; "
           f"PyTriton peer (all processes) idle {m['idle']['pytriton']}, at the end {m['pytriton_after']}.")
     print("\n".join(out))
+    if failed:
+        # Errors mean a case measured something other than scoring; its figures are void.
+        sys.exit("cases with errors (non-2xx or failed requests): " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@
 -- tool and the same images.
 local paths = os.getenv("DFSERVE_BENCH_IMAGES") or ""
 local kserve_input = os.getenv("DFSERVE_BENCH_KSERVE_INPUT")
+if kserve_input == "" then
+  kserve_input = nil -- in Lua an empty string is true
+end
 -- Optional request-level KServe parameters, as a JSON object (e.g. {"mode":"whole"}).
 local kserve_params = os.getenv("DFSERVE_BENCH_KSERVE_PARAMS") or ""
 local requests = {}
