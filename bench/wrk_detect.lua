@@ -20,24 +20,28 @@ local function le32(n)
   return string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256, math.floor(n / 16777216) % 256)
 end
 
-for p in string.gmatch(paths, "[^:]+") do
-  local f = assert(io.open(p, "rb"))
-  local image = f:read("*a")
-  f:close()
-  if kserve_input then
-    local params = kserve_params ~= "" and ('"parameters":' .. kserve_params .. ",") or ""
-    local header = string.format(
-      '{%s"inputs":[{"name":"%s","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":%d}}]}',
-      params, kserve_input, #image + 4)
-    requests[#requests + 1] = wrk.format("POST", nil, {
-      ["Content-Type"] = "application/octet-stream",
-      ["Inference-Header-Content-Length"] = tostring(#header),
-    }, header .. le32(#image) .. image)
-  else
-    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "image/jpeg" }, image)
+-- Requests are built in init, not at load time: wrk adds the Host header only then, and
+-- HTTP/1.1 servers such as uvicorn reject requests without one.
+init = function(args)
+  for p in string.gmatch(paths, "[^:]+") do
+    local f = assert(io.open(p, "rb"))
+    local image = f:read("*a")
+    f:close()
+    if kserve_input then
+      local params = kserve_params ~= "" and ('"parameters":' .. kserve_params .. ",") or ""
+      local header = string.format(
+        '{%s"inputs":[{"name":"%s","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":%d}}]}',
+        params, kserve_input, #image + 4)
+      requests[#requests + 1] = wrk.format("POST", nil, {
+        ["Content-Type"] = "application/octet-stream",
+        ["Inference-Header-Content-Length"] = tostring(#header),
+      }, header .. le32(#image) .. image)
+    else
+      requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "image/jpeg" }, image)
+    end
   end
+  assert(#requests > 0, "DFSERVE_BENCH_IMAGES names no files")
 end
-assert(#requests > 0, "DFSERVE_BENCH_IMAGES names no files")
 local i = 0
 
 request = function()
