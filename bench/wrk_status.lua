@@ -24,8 +24,10 @@ done = function(summary, latency, requests)
   io.write(string.format('{"ok": %d, "rejected_429": %d, "other": %d}\n', ok, busy, other))
 end
 
--- Expose each thread's counts to `done`.
+-- Expose each thread's counts to `done`; wrk_detect.lua's init builds the requests.
+local base_init = init
 init = function(args)
+  base_init(args)
   counts = {}
   _G.counts = counts
 end
