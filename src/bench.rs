@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use crate::config::{BenchModelArgs, BenchPipelineArgs, ScoreMode};
 use crate::models::ModelConfig;
-use crate::pipeline::crop::Border;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
 use crate::pipeline::preprocess::{model_input, Region};
 use crate::pipeline::{detected_faces, face_rows};
@@ -172,7 +171,7 @@ pub fn run_pipeline(args: &BenchPipelineArgs) -> anyhow::Result<PipelineRow> {
                     detected_faces(&det_outputs, &out[scores_at].data, &out[boxes_at].data, img.width(), img.height());
                 t[1] = t1.elapsed().as_secs_f64();
                 let t2 = Instant::now();
-                let rows = face_rows(&img, faces, &cls_cfg.input, 1.0, Border::Clamp);
+                let rows = face_rows(&img, faces, &cls_cfg.input, args.crop.crop_margin, args.crop.crop_border);
                 t[2] = t2.elapsed().as_secs_f64();
                 rows.into_iter().map(|(_, row)| row).collect()
             }

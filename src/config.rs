@@ -149,12 +149,8 @@ pub struct EngineArgs {
     /// Largest accepted image, in pixels, checked from the header before decoding (422 above).
     #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
-    /// Face crop side as a multiple of the detected box's longer side.
-    #[arg(long, env = "DFSERVE_CROP_MARGIN", default_value_t = 1.0)]
-    pub crop_margin: f32,
-    /// Crops past the image border: clamp (slide inside) or pad (fill black).
-    #[arg(long, env = "DFSERVE_CROP_BORDER", default_value = "clamp")]
-    pub crop_border: Border,
+    #[command(flatten)]
+    pub crop: CropArgs,
     /// Frames sampled from a video, spread evenly over the clip (a request may ask for
     /// another count with `frames`, or a rate with `fps`).
     #[arg(long, env = "DFSERVE_VIDEO_FRAMES", default_value_t = 32)]
@@ -198,8 +194,8 @@ impl EngineArgs {
             },
             request_timeout: self.request_timeout,
             max_image_pixels: self.max_image_pixels,
-            crop_margin: self.crop_margin,
-            crop_border: self.crop_border,
+            crop_margin: self.crop.crop_margin,
+            crop_border: self.crop.crop_border,
             video: crate::video::VideoSettings {
                 default_frames: self.video_frames.max(1),
                 max_frames: self.max_video_frames.max(1),
@@ -234,10 +230,23 @@ pub struct BenchModelArgs {
     pub json: bool,
 }
 
+/// How a detected face becomes the classifier's crop; shared by the server and bench-pipeline.
+#[derive(Debug, Clone, Args)]
+pub struct CropArgs {
+    /// Face crop side as a multiple of the detected box's longer side.
+    #[arg(long, env = "DFSERVE_CROP_MARGIN", default_value_t = 1.0)]
+    pub crop_margin: f32,
+    /// Crops past the image border: clamp (slide inside) or pad (fill black).
+    #[arg(long, env = "DFSERVE_CROP_BORDER", default_value = "clamp")]
+    pub crop_border: Border,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchPipelineArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub crop: CropArgs,
     /// Classifier.
     #[arg(long, default_value = "meso4_df")]
     pub model: String,
