@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::config::{BenchModelArgs, BenchPipelineArgs, ScoreMode};
+use crate::config::{BenchModelArgs, BenchPipelineArgs};
+use crate::core::Mode;
 use crate::models::ModelConfig;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
 use crate::pipeline::preprocess::{model_input, Region};
@@ -157,13 +158,13 @@ pub fn run_pipeline(args: &BenchPipelineArgs) -> anyhow::Result<PipelineRow> {
         let img = decode_rgb(bytes, limits)?;
         t[0] = t0.elapsed().as_secs_f64();
         let rows: Vec<Vec<f32>> = match args.mode {
-            ScoreMode::Whole => {
+            Mode::Whole => {
                 let t2 = Instant::now();
                 let row = model_input(&img, Region::whole(&img), &cls_cfg.input);
                 t[2] = t2.elapsed().as_secs_f64();
                 vec![row]
             }
-            ScoreMode::Faces => {
+            Mode::Faces => {
                 let t1 = Instant::now();
                 let input = model_input(&img, Region::whole(&img), &det_cfg.input);
                 let out = det.run(&input, 1, &det_shape)?;
@@ -206,11 +207,11 @@ pub fn run_pipeline(args: &BenchPipelineArgs) -> anyhow::Result<PipelineRow> {
     let stages_ms = names
         .iter()
         .zip(stages.iter_mut())
-        .filter(|(name, _)| args.mode == ScoreMode::Faces || **name != "detect")
+        .filter(|(name, _)| args.mode == Mode::Faces || **name != "detect")
         .map(|(name, v)| (*name, percentile(v, 0.5) * 1e3))
         .collect();
     Ok(PipelineRow {
-        mode: format!("{:?}", args.mode).to_lowercase(),
+        mode: args.mode.as_str().to_string(),
         model: args.model.clone(),
         images: images.len(),
         runs,
@@ -225,4 +226,51 @@ pub fn run_pipeline(args: &BenchPipelineArgs) -> anyhow::Result<PipelineRow> {
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `dfserve bench-model`: runs and prints a table (or JSON lines).
+pub fn bench_model(args: &BenchModelArgs) -> anyhow::Result<()> {
+    let rows = run(args)?;
+    if args.json {
+        for r in rows {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    } else {
+        println!(
+            "{:<20} {:>9} {:>6} {:>8} {:>10} {:>10} {:>10}",
+            "model", "sessions", "batch", "runs", "images/s", "p50 ms", "p99 ms"
+        );
+        for r in rows {
+            println!(
+                "{:<20} {:>9} {:>6} {:>8} {:>10.1} {:>10.3} {:>10.3}",
+                r.model,
+                format!("{}x{}", r.instances, r.intra_threads),
+                r.batch_size,
+                r.runs,
+                r.images_per_s,
+                r.p50_ms_per_batch,
+                r.p99_ms_per_batch
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `dfserve bench-pipeline`: runs and prints a summary (or one JSON object).
+pub fn bench_pipeline(args: &BenchPipelineArgs) -> anyhow::Result<()> {
+    let row = run_pipeline(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&row)?);
+    } else {
+        println!(
+            "{} mode, {} ({} images, {:.2} faces each): {:.1} images/s, p50 {:.3} ms, p99 {:.3} ms",
+            row.mode, row.model, row.images, row.faces_per_image, row.images_per_s, row.p50_ms, row.p99_ms
+        );
+        for stage in ["decode", "detect", "crop", "classify"] {
+            if let Some(ms) = row.stages_ms.get(stage) {
+                println!("  {stage:<10} {ms:>8.3} ms (median)");
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::batcher::BatcherConfig;
-use crate::core::CoreSettings;
+use crate::core::{CoreSettings, Mode};
 use crate::pipeline::crop::Border;
 use crate::runtime::{Device, SessionOptions};
+use crate::video::VideoSettings;
 
 #[derive(Debug, Parser)]
 #[command(name = "dfserve", version, about = "Deepfake (face-manipulation) detection server on ONNX Runtime")]
@@ -196,14 +197,18 @@ impl EngineArgs {
             max_image_pixels: self.max_image_pixels,
             crop_margin: self.crop.crop_margin,
             crop_border: self.crop.crop_border,
-            video: crate::video::VideoSettings {
-                default_frames: self.video_frames.max(1),
-                max_frames: self.max_video_frames.max(1),
-                max_duration: self.max_video_duration,
-                max_pixels: self.max_video_pixels,
-                decode_timeout: self.video_decode_timeout,
-                ffmpeg_memory: self.video_memory_bytes,
-            },
+        }
+    }
+
+    /// Limits and defaults for video uploads (the detect layer's, not the core's).
+    pub fn video_settings(&self) -> VideoSettings {
+        VideoSettings {
+            default_frames: self.video_frames.max(1),
+            max_frames: self.max_video_frames.max(1),
+            max_duration: self.max_video_duration,
+            max_pixels: self.max_video_pixels,
+            decode_timeout: self.video_decode_timeout,
+            ffmpeg_memory: self.video_memory_bytes,
         }
     }
 }
@@ -254,8 +259,8 @@ pub struct BenchPipelineArgs {
     #[arg(long, default_value = "ultraface_rfb320")]
     pub detector: String,
     /// `faces` detects and crops first; `whole` scores each image as one face crop.
-    #[arg(long, value_enum, default_value_t = ScoreMode::Faces)]
-    pub mode: ScoreMode,
+    #[arg(long, value_enum, default_value_t = Mode::Faces)]
+    pub mode: Mode,
     /// Encoded images, taken in turn.
     #[arg(long, value_delimiter = ',', required = true)]
     pub images: Vec<PathBuf>,
@@ -285,8 +290,8 @@ pub struct ScoreArgs {
     #[arg(long = "model", value_delimiter = ',')]
     pub score_models: Vec<String>,
     /// faces: detect and score each face; whole: score each image as one face crop.
-    #[arg(long, value_enum, default_value_t = ScoreMode::Faces)]
-    pub mode: ScoreMode,
+    #[arg(long, value_enum, default_value_t = Mode::Faces)]
+    pub mode: Mode,
     /// Decision threshold (default: each model's own).
     #[arg(long)]
     pub threshold: Option<f32>,
@@ -316,10 +321,4 @@ pub struct ScoreArgs {
     pub jobs: usize,
     #[command(flatten)]
     pub engine: EngineArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScoreMode {
-    Faces,
-    Whole,
 }

@@ -42,6 +42,12 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// Errors about the server's state rather than one item (overload, deadline, draining):
+    /// a request of several items fails as a whole on these, so its client backs off.
+    pub fn fails_whole_request(&self) -> bool {
+        matches!(self, CoreError::QueueFull(_) | CoreError::DeadlineExceeded(_) | CoreError::Unavailable(_))
+    }
+
     /// A stable machine-readable code for clients, the same across protocols.
     pub fn code(&self) -> &'static str {
         match self {

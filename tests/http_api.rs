@@ -69,9 +69,15 @@ async fn a_face_pasted_into_a_photo_is_found_and_scored_like_the_crop() {
         let got = score(&body);
         assert!((got - own_score).abs() < 0.2, "{file}: pasted {got:.3} vs crop {own_score:.3}");
         assert_eq!(r["label"], own["results"][0]["label"], "{file}");
-        for k in ["decode_ms", "queue_ms", "inference_ms", "total_ms"] {
-            assert!(r["timings"][k].as_f64().is_some(), "timing {k} missing: {r}");
+        // Timings are spans of this request, stage after stage: each is positive and together
+        // they fit inside the total.
+        let t = |k: &str| r["timings"][k].as_f64().unwrap_or_else(|| panic!("timing {k} missing: {r}"));
+        let stages = ["decode_ms", "detect_ms", "crop_ms", "classify_ms"];
+        for k in stages {
+            assert!(t(k) > 0.0, "{file}: {k} is not positive: {r}");
         }
+        let sum: f64 = stages.iter().map(|k| t(k)).sum();
+        assert!(sum <= t("total_ms") + 0.01, "{file}: stages add up to {sum} ms, over total_ms: {r}");
     }
 }
 

@@ -209,6 +209,23 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// `dfserve models`: every config in `dir`, with the state of its ONNX file.
+pub fn list(dir: &Path) -> anyhow::Result<()> {
+    let configs = load_dir(dir)?;
+    for (name, cfg) in configs {
+        let path = dir.join(&cfg.file);
+        let state = if !path.is_file() {
+            "missing (run scripts/setup.sh)".to_string()
+        } else if sha256_file(&path)? == cfg.sha256 {
+            "ok".to_string()
+        } else {
+            "CHECKSUM MISMATCH".to_string()
+        };
+        println!("{name:<22} v{:<3} {:<10?} {:<28} {state}", cfg.version, cfg.kind, cfg.file);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OutputFormat, ScoreArgs, ScoreMode};
-use crate::core::{DetectOptions, InferCore, Mode};
+use crate::config::{OutputFormat, ScoreArgs};
+use crate::core::{InferCore, Mode};
+use crate::detect::{DetectParams, Detection, Detector};
 use crate::metrics::Metrics;
 
 const EXTENSIONS: [&str; 13] =
@@ -59,7 +60,7 @@ pub struct Row {
 }
 
 enum Scorer {
-    Local(Arc<InferCore>),
+    Local(Arc<Detector>),
     Remote { client: reqwest::Client, base: String },
 }
 
@@ -69,47 +70,37 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// A detection as one row entry: a video's "faces" are its face tracks (per-frame detail
+    /// is in the server API).
+    fn from_detection(d: Detection) -> Outcome {
+        let (status, score, label) = (d.status().as_str().into(), d.score(), d.label().map(|l| l.as_str().into()));
+        let (face_count, faces) = match d {
+            Detection::Image(r) => (
+                r.faces.len(),
+                r.faces.iter().map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score }).collect(),
+            ),
+            Detection::Video(v) => (v.tracks.len(), vec![]),
+        };
+        Outcome { status, score, label, face_count, faces, error: None }
+    }
+}
+
 impl Scorer {
-    async fn score(&self, bytes: Bytes, model: &str, mode: ScoreMode, threshold: Option<f32>) -> Outcome {
+    async fn score(&self, bytes: Bytes, model: &str, mode: Mode, threshold: Option<f32>) -> Outcome {
         let result = match self {
-            Scorer::Local(core) => {
-                let opts = DetectOptions {
+            Scorer::Local(detector) => {
+                let params = DetectParams {
                     model: Some(model.to_string()),
                     threshold,
-                    mode: if mode == ScoreMode::Whole { Mode::Whole } else { Mode::Faces },
+                    mode: Some(mode.as_str().to_string()),
+                    ..Default::default()
                 };
-                if crate::video::is_video(&bytes) {
-                    // A video's "faces" are its face tracks; per-frame detail is in the server API.
-                    let vopts =
-                        crate::video::VideoOptions { image: opts, sampling: None, aggregation: Default::default() };
-                    crate::video::detect_video(core, bytes, &vopts, core.request_deadline())
-                        .await
-                        .map(|v| Outcome {
-                            status: v.status.as_str().into(),
-                            score: v.score,
-                            label: v.label.map(|l| l.as_str().to_string()),
-                            face_count: v.tracks.len(),
-                            faces: vec![],
-                            error: None,
-                        })
-                        .map_err(|e| e.to_string())
-                } else {
-                    core.detect(bytes, &opts, core.request_deadline())
-                        .await
-                        .map(|r| Outcome {
-                            status: r.status.as_str().into(),
-                            score: r.score,
-                            label: r.label.map(|l| l.as_str().to_string()),
-                            face_count: r.faces.len(),
-                            faces: r
-                                .faces
-                                .iter()
-                                .map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score })
-                                .collect(),
-                            error: None,
-                        })
-                        .map_err(|e| e.to_string())
-                }
+                let detect = async {
+                    let opts = detector.options(&params)?;
+                    detector.detect(bytes, &opts, detector.core().request_deadline()).await
+                };
+                detect.await.map(Outcome::from_detection).map_err(|e| e.to_string())
             }
             Scorer::Remote { client, base } => remote(client, base, bytes, model, mode, threshold).await,
         };
@@ -122,14 +113,10 @@ async fn remote(
     base: &str,
     bytes: Bytes,
     model: &str,
-    mode: ScoreMode,
+    mode: Mode,
     threshold: Option<f32>,
 ) -> Result<Outcome, String> {
-    let mut url = format!(
-        "{}/v1/detect?model={model}&mode={}",
-        base.trim_end_matches('/'),
-        if mode == ScoreMode::Whole { "whole" } else { "faces" }
-    );
+    let mut url = format!("{}/v1/detect?model={model}&mode={}", base.trim_end_matches('/'), mode.as_str());
     if let Some(t) = threshold {
         url.push_str(&format!("&threshold={t}"));
     }
@@ -340,7 +327,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let core =
                 tokio::task::spawn_blocking(move || InferCore::load(settings, Arc::new(Metrics::new()))).await??;
             core.warm_up().await?;
-            Scorer::Local(Arc::new(core))
+            Scorer::Local(Arc::new(Detector::new(Arc::new(core), args.engine.video_settings())))
         }
     };
 
@@ -422,7 +409,9 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
 /// The threshold each model's labels were decided with.
 fn model_thresholds(scorer: &Scorer, models: &[String], cli: Option<f32>, model_dir: &Path) -> BTreeMap<String, f32> {
     let configs = match scorer {
-        Scorer::Local(core) => core.models().into_iter().map(|m| (m.config.name.clone(), m.config)).collect(),
+        Scorer::Local(detector) => {
+            detector.core().models().into_iter().map(|m| (m.config.name.clone(), m.config)).collect()
+        }
         Scorer::Remote { .. } => crate::models::load_dir(model_dir).unwrap_or_default(),
     };
     models

@@ -1,5 +1,6 @@
-//! Video input: probe and decode with FFmpeg in a separate process, sample frames, score every
-//! frame through the same batchers as images, link faces into tracks, and aggregate.
+//! Video input: probe and decode with FFmpeg in a separate process and sample frames; link faces
+//! into tracks and aggregate them (`track`). Scoring the frames is the detect layer's job
+//! (`crate::detect::video`): this module knows nothing of models.
 //!
 //! FFmpeg runs as a child process (not linked in): a hostile file that crashes or hangs the
 //! decoder takes down only that process. Each run has a wall-clock limit, an address-space
@@ -10,15 +11,13 @@ pub mod track;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::core::{DetectOptions, InferCore, Label, Status};
 use crate::error::CoreError;
 pub use track::Aggregation;
 
@@ -43,13 +42,6 @@ pub enum Sampling {
     Rate(f64),
 }
 
-#[derive(Debug, Clone)]
-pub struct VideoOptions {
-    pub image: DetectOptions,
-    pub sampling: Option<Sampling>,
-    pub aggregation: Aggregation,
-}
-
 /// True when the bytes look like a container dfserve decodes as video (MP4/MOV, WebM/MKV, AVI).
 pub fn is_video(b: &[u8]) -> bool {
     let mp4 = b.len() >= 12 && &b[4..8] == b"ftyp";
@@ -57,33 +49,6 @@ pub fn is_video(b: &[u8]) -> bool {
     let ebml = b.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]);
     let avi = b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"AVI ";
     mp4 || mov || ebml || avi
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VideoTimings {
-    pub probe_ms: f64,
-    pub decode_ms: f64,
-    pub total_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VideoResult {
-    pub duration_s: f64,
-    pub fps: f64,
-    pub width: u32,
-    pub height: u32,
-    pub codec: String,
-    pub frames_sampled: usize,
-    pub frames_with_faces: usize,
-    pub aggregation: Aggregation,
-    /// `ok` or `no_face`.
-    pub status: Status,
-    /// Highest track score; null when no frame had a face.
-    pub score: Option<f32>,
-    pub label: Option<Label>,
-    pub threshold: f32,
-    pub tracks: Vec<track::Track>,
-    pub timings: VideoTimings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,14 +79,16 @@ struct ProbeFormat {
     duration: Option<String>,
 }
 
+/// What ffprobe says about the video stream, with the frame size as FFmpeg outputs it (upright).
 #[derive(Debug, Clone)]
-struct Probe {
-    width: u32,
-    height: u32,
-    fps: f64,
-    duration: f64,
-    frames: u64,
-    codec: String,
+pub struct Probe {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub duration: f64,
+    /// Frames in the stream (counted, or duration x fps).
+    pub frames: u64,
+    pub codec: String,
 }
 
 fn rate(s: &Option<String>) -> Option<f64> {
@@ -293,33 +260,22 @@ async fn decode_frames(
         .collect())
 }
 
-/// Scores one uploaded video.
-pub async fn detect_video(
-    core: &InferCore,
-    bytes: Bytes,
-    opts: &VideoOptions,
-    deadline: Instant,
-) -> Result<VideoResult, CoreError> {
-    core.admit()?;
-    core.check_options(&opts.image)?;
-    let s = core.video_settings();
-    let started = Instant::now();
-    let result = tokio::time::timeout_at(deadline.into(), detect_video_inner(core, bytes, opts, deadline, s))
-        .await
-        .unwrap_or(Err(CoreError::DeadlineExceeded(core.settings().request_timeout)));
-    let label = result.as_ref().map_or("error", |r| crate::core::verdict(r.status, r.label));
-    core.metrics.videos.with_label_values(&[label]).inc();
-    core.metrics.stage_seconds.with_label_values(&["video_total"]).observe(started.elapsed().as_secs_f64());
-    result
+/// A probed video and the frames sampled from it, in frame order.
+pub struct SampledVideo {
+    pub probe: Probe,
+    /// (frame number, pixels).
+    pub frames: Vec<(u64, RgbImage)>,
+    pub probe_time: Duration,
+    pub decode_time: Duration,
 }
 
-async fn detect_video_inner(
-    core: &InferCore,
+/// Probes an uploaded video, checks it against the limits and decodes the frames `sampling`
+/// picks (the settings' default count when `None`).
+pub async fn sample_frames(
     bytes: Bytes,
-    opts: &VideoOptions,
-    deadline: Instant,
+    sampling: Option<Sampling>,
     s: &VideoSettings,
-) -> Result<VideoResult, CoreError> {
+) -> Result<SampledVideo, CoreError> {
     let started = Instant::now();
     // Private temporary file, removed when `file` drops (end of this request).
     let file = tokio::task::spawn_blocking(move || {
@@ -332,7 +288,7 @@ async fn detect_video_inner(
     .map_err(|e| CoreError::Inference(format!("writing the upload to a temporary file: {e}")))?;
 
     let p = probe(file.path(), s).await?;
-    let probe_ms = started.elapsed().as_secs_f64() * 1e3;
+    let probe_time = started.elapsed();
     if p.duration > s.max_duration.as_secs_f64() {
         return Err(unprocessable(format!(
             "video lasts {:.1} s, over the limit of {:.0} s (--max-video-duration)",
@@ -347,51 +303,11 @@ async fn detect_video_inner(
             p.width, p.height, s.max_pixels
         )));
     }
-    let sampling = opts.sampling.unwrap_or(Sampling::Count(s.default_frames));
+    let sampling = sampling.unwrap_or(Sampling::Count(s.default_frames));
     let indices = sample_indices(p.frames, p.fps, sampling, s.max_frames);
     let t0 = Instant::now();
     let frames = decode_frames(file.path(), &p, &indices, s).await?;
-    drop(file);
-    let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
-    core.metrics.stage_seconds.with_label_values(&["video_decode"]).observe(t0.elapsed().as_secs_f64());
-    core.metrics.video_frames.inc_by(frames.len() as u64);
-
-    // Every frame goes through the shared batchers at once, so frames of this video and of
-    // other requests share model runs.
-    let futures = frames.into_iter().map(|(idx, img)| {
-        let opts = &opts.image;
-        async move { core.detect_frame(Arc::new(img), opts, deadline).await.map(|r| (idx, r)) }
-    });
-    let scored = futures::future::join_all(futures).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let threshold = scored.first().map(|(_, r)| r.threshold).unwrap_or(0.5);
-    let frames_sampled = scored.len();
-    let frames_with_faces = scored.iter().filter(|(_, r)| !r.faces.is_empty()).count();
-    let observations: Vec<track::FrameFaces> = scored
-        .into_iter()
-        .map(|(idx, r)| track::FrameFaces {
-            frame: idx,
-            time_s: idx as f64 / p.fps,
-            faces: r.faces.iter().map(|f| (f.bbox, f.confidence, f.score)).collect(),
-        })
-        .collect();
-    let tracks = track::build_tracks(&observations, 0.3, opts.aggregation);
-    let score = tracks.iter().map(|t| t.score).reduce(f32::max);
-    Ok(VideoResult {
-        duration_s: p.duration,
-        fps: p.fps,
-        width: p.width,
-        height: p.height,
-        codec: p.codec,
-        frames_sampled,
-        frames_with_faces,
-        aggregation: opts.aggregation,
-        status: if score.is_some() { Status::Ok } else { Status::NoFace },
-        score,
-        label: score.map(|s| if s >= threshold { Label::Manipulated } else { Label::Authentic }),
-        threshold,
-        tracks,
-        timings: VideoTimings { probe_ms, decode_ms, total_ms: started.elapsed().as_secs_f64() * 1e3 },
-    })
+    Ok(SampledVideo { probe: p, frames, probe_time, decode_time: t0.elapsed() })
 }
 
 #[cfg(test)]

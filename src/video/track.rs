@@ -35,6 +35,14 @@ impl FromStr for Aggregation {
 }
 
 impl Aggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Max => "max",
+            Aggregation::Mean => "mean",
+            Aggregation::Confident => "confident",
+        }
+    }
+
     pub fn apply(self, scores: &[f32]) -> Option<f32> {
         if scores.is_empty() {
             return None;

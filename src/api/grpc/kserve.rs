@@ -7,14 +7,16 @@ use tonic::{Request, Response, Status};
 
 use super::pb::inference as pb;
 use super::pb::inference::grpc_inference_service_server::GrpcInferenceService;
-use super::{observed, to_status};
+use super::to_status;
 use crate::api::kserve::{self, DataType, InferRequest, InputTensor, Param, TensorData};
 use crate::core::InferCore;
+use crate::detect::Detector;
 use crate::error::CoreError;
 use crate::stats::Duration2;
 
 pub struct KServe {
     pub core: std::sync::Arc<InferCore>,
+    pub detector: std::sync::Arc<Detector>,
 }
 
 fn version(v: &str) -> Option<&str> {
@@ -114,8 +116,8 @@ fn dt(name: &str) -> i32 {
     pb::DataType::from_str_name(name).unwrap_or(pb::DataType::TypeInvalid) as i32
 }
 
-fn to_config(c: kserve::ModelConfigView) -> pb::ModelConfig {
-    let tensor_in = |t: kserve::ConfigTensor| pb::ModelInput {
+fn to_config(c: kserve::views::ModelConfigView) -> pb::ModelConfig {
+    let tensor_in = |t: kserve::views::ConfigTensor| pb::ModelInput {
         name: t.name,
         data_type: dt(t.data_type),
         format: t.format.and_then(pb::model_input::Format::from_str_name).map(|f| f as i32).unwrap_or(0),
@@ -188,105 +190,81 @@ fn to_stats(s: kserve::ModelStatsView) -> pb::ModelStatistics {
 #[tonic::async_trait]
 impl GrpcInferenceService for KServe {
     async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ServerLive", async {
-            Ok(Response::new(pb::ServerLiveResponse { live: true }))
-        })
-        .await
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
     async fn server_ready(
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ServerReady", async {
-            Ok(Response::new(pb::ServerReadyResponse { ready: self.core.is_ready() }))
-        })
-        .await
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.core.is_ready() }))
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ModelReady", async {
-            let r = r.into_inner();
-            // Like Triton: an unknown model or version is simply not ready.
-            let ready = match kserve::model_ready(&self.core, &r.name, version(&r.version)) {
-                Ok(ready) => ready,
-                Err(CoreError::ModelNotFound(_)) => false,
-                Err(e) => return Err(to_status(e)),
-            };
-            Ok(Response::new(pb::ModelReadyResponse { ready }))
-        })
-        .await
+        let r = r.into_inner();
+        // Like Triton: an unknown model or version is simply not ready.
+        let ready = match kserve::model_ready(&self.core, &r.name, version(&r.version)) {
+            Ok(ready) => ready,
+            Err(CoreError::ModelNotFound(_)) => false,
+            Err(e) => return Err(to_status(e)),
+        };
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
     async fn server_metadata(
         &self,
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ServerMetadata", async {
-            Ok(Response::new(pb::ServerMetadataResponse {
-                name: kserve::SERVER_NAME.to_string(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                extensions: kserve::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
-            }))
-        })
-        .await
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: kserve::SERVER_NAME.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: kserve::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
     }
 
     async fn model_metadata(
         &self,
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ModelMetadata", async {
-            let r = r.into_inner();
-            let m = kserve::metadata(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
-            let t = |t: kserve::TensorMetadata| pb::model_metadata_response::TensorMetadata {
-                name: t.name,
-                datatype: t.datatype.to_string(),
-                shape: t.shape,
-            };
-            Ok(Response::new(pb::ModelMetadataResponse {
-                name: m.name,
-                versions: m.versions,
-                platform: m.platform.to_string(),
-                inputs: m.inputs.into_iter().map(t).collect(),
-                outputs: m.outputs.into_iter().map(t).collect(),
-            }))
-        })
-        .await
+        let r = r.into_inner();
+        let m = kserve::metadata(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
+        let t = |t: kserve::views::TensorMetadata| pb::model_metadata_response::TensorMetadata {
+            name: t.name,
+            datatype: t.datatype.to_string(),
+            shape: t.shape,
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform.to_string(),
+            inputs: m.inputs.into_iter().map(t).collect(),
+            outputs: m.outputs.into_iter().map(t).collect(),
+        }))
     }
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ModelInfer", async {
-            let r = r.into_inner();
-            kserve::check_model(&self.core, &r.model_name, version(&r.model_version)).map_err(to_status)?;
-            let req = to_request(r).map_err(to_status)?;
-            let resp = kserve::infer(&self.core, req).await.map_err(to_status)?;
-            Ok(Response::new(to_response(resp)))
-        })
-        .await
+        let r = r.into_inner();
+        kserve::check_model(&self.core, &r.model_name, version(&r.model_version)).map_err(to_status)?;
+        let req = to_request(r).map_err(to_status)?;
+        let resp = kserve::infer(&self.detector, req).await.map_err(to_status)?;
+        Ok(Response::new(to_response(resp)))
     }
 
     async fn model_config(
         &self,
         r: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ModelConfig", async {
-            let r = r.into_inner();
-            let c = kserve::config(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
-            Ok(Response::new(pb::ModelConfigResponse { config: Some(to_config(c)) }))
-        })
-        .await
+        let r = r.into_inner();
+        let c = kserve::config(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
+        Ok(Response::new(pb::ModelConfigResponse { config: Some(to_config(c)) }))
     }
 
     async fn model_statistics(
         &self,
         r: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
-        observed(&self.core, "/inference.GRPCInferenceService/ModelStatistics", async {
-            let r = r.into_inner();
-            let stats = kserve::statistics(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
-            Ok(Response::new(pb::ModelStatisticsResponse { model_stats: stats.into_iter().map(to_stats).collect() }))
-        })
-        .await
+        let r = r.into_inner();
+        let stats = kserve::statistics(&self.core, &r.name, version(&r.version)).map_err(to_status)?;
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats: stats.into_iter().map(to_stats).collect() }))
     }
 }

@@ -4,17 +4,17 @@
 
 mod dfserve;
 mod kserve;
+mod metrics;
 
 pub use kserve::infer_request_from_proto;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
 
 use crate::auth::KeyStore;
-use crate::core::InferCore;
+use crate::detect::Detector;
 use crate::error::CoreError;
 
 /// Code generated from `proto/` by build.rs.
@@ -45,29 +45,18 @@ pub fn status_of(err: &CoreError) -> Code {
     }
 }
 
+/// The gRPC status for a core error. Its stable code (the HTTP API's `code`) travels in the
+/// `dfserve-error-code` metadata entry, so clients of either protocol can branch on the same
+/// words.
 pub fn to_status(err: CoreError) -> Status {
-    Status::new(status_of(&err), err.to_string())
+    let mut status = Status::new(status_of(&err), err.to_string());
+    status.metadata_mut().insert(ERROR_CODE_KEY, tonic::metadata::MetadataValue::from_static(err.code()));
+    status
 }
 
-/// Counts an RPC in the same request metrics as HTTP: endpoint = full method path, status =
-/// the gRPC code name.
-async fn observed<T>(
-    core: &InferCore,
-    endpoint: &'static str,
-    fut: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let started = Instant::now();
-    let result = fut.await;
-    let code = match &result {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    };
-    core.metrics.requests.with_label_values(&[endpoint, &format!("{code:?}")]).inc();
-    core.metrics.request_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
-    result
-}
+/// Metadata key of the stable error code in every error status dfserve returns.
+pub const ERROR_CODE_KEY: &str = "dfserve-error-code";
 
-/// Serves every gRPC service on `listener` until `shutdown` resolves.
 /// Rejects calls without a valid API key (when keys are on) with UNAUTHENTICATED.
 #[derive(Clone)]
 struct RequireKey(Option<Arc<KeyStore>>);
@@ -93,7 +82,7 @@ impl tonic::service::Interceptor for RequireKey {
 /// Serves every gRPC service on `listener` until `shutdown` resolves. With `keys`, every
 /// service but `grpc.health.v1.Health` needs an API key.
 pub async fn serve(
-    core: Arc<InferCore>,
+    detector: Arc<Detector>,
     listener: tokio::net::TcpListener,
     max_message_bytes: usize,
     keys: Option<Arc<KeyStore>>,
@@ -104,22 +93,21 @@ pub async fn serve(
     use pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
     use tonic::service::interceptor::InterceptedService;
 
+    let core = detector.core().clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     // Health follows readiness: SERVING once warmed up, NOT_SERVING while loading or draining.
-    let watched = core.clone();
+    let mut readiness = core.readiness();
     tokio::spawn(async move {
-        let mut last = None;
         loop {
-            let ready = watched.is_ready();
-            if last != Some(ready) {
-                let status =
-                    if ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
-                health.set_service_status("", status).await;
-                health.set_service_status("inference.GRPCInferenceService", status).await;
-                health.set_service_status("dfserve.v1.Detector", status).await;
-                last = Some(ready);
+            let ready = *readiness.borrow_and_update();
+            let status =
+                if ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            for service in ["", "inference.GRPCInferenceService", "dfserve.v1.Detector"] {
+                health.set_service_status(service, status).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if readiness.changed().await.is_err() {
+                break;
+            }
         }
     });
     // Reflection v1 for current tools (grpcurl), v1alpha for older clients.
@@ -131,11 +119,11 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let auth = RequireKey(keys);
-    let kserve = GrpcInferenceServiceServer::new(kserve::KServe { core: core.clone() })
+    let kserve = GrpcInferenceServiceServer::new(kserve::KServe { core: core.clone(), detector: detector.clone() })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let kserve = InterceptedService::new(kserve, auth.clone());
-    let detector = DetectorServer::new(dfserve::Detector { core })
+    let detector = DetectorServer::new(dfserve::DetectorApi { detector })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let detector = InterceptedService::new(detector, auth.clone());
@@ -147,6 +135,8 @@ pub async fn serve(
         builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     builder
+        // Outermost, so it sees the status the client gets.
+        .layer(metrics::MetricsLayer::new(core.metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -189,12 +179,14 @@ mod tests {
             (CoreError::ModelNotFound("m".into()), Code::NotFound),
             (CoreError::QueueFull("m".into()), Code::ResourceExhausted),
             (CoreError::PayloadTooLarge("x".into()), Code::ResourceExhausted),
-            (CoreError::DeadlineExceeded(Duration::from_secs(1)), Code::DeadlineExceeded),
+            (CoreError::DeadlineExceeded(std::time::Duration::from_secs(1)), Code::DeadlineExceeded),
             (CoreError::Unavailable("x".into()), Code::Unavailable),
             (CoreError::Inference("x".into()), Code::Internal),
         ];
         for (e, code) in cases {
             assert_eq!(status_of(&e), code, "{e:?}");
+            let status = to_status(e.clone());
+            assert_eq!(status.metadata().get(ERROR_CODE_KEY).unwrap(), e.code());
         }
     }
 }

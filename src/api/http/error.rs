@@ -21,6 +21,16 @@ pub fn status_of(err: &CoreError) -> StatusCode {
     }
 }
 
+/// A request body that could not be read: over `--max-body-bytes` (413) or broken (400).
+/// `what` names the body ("request body", "multipart request"), `detail` is axum's text.
+pub fn body_error(status: StatusCode, what: &str, detail: String) -> CoreError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        CoreError::PayloadTooLarge(format!("{what} is over the limit (--max-body-bytes): {detail}"))
+    } else {
+        CoreError::BadRequest(format!("bad {what}: {detail}"))
+    }
+}
+
 /// `{"error": message, "code": stable_code}` with the mapped status.
 pub struct ApiError(pub CoreError);
 

@@ -23,9 +23,13 @@ pub use v2::parse_infer_body;
 
 use crate::auth::KeyStore;
 use crate::core::InferCore;
+use crate::detect::Detector;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The detect layer, for endpoints that score uploads.
+    pub detector: Arc<Detector>,
+    /// The inference core under it, for everything else (models, readiness, metrics, KServe).
     pub core: Arc<InferCore>,
     /// API keys; `None` when access control is off.
     pub keys: Option<Arc<KeyStore>>,
@@ -40,9 +44,10 @@ pub struct HttpOptions {
     pub public_metrics: bool,
 }
 
-pub fn router(core: Arc<InferCore>, opts: HttpOptions) -> Router {
+pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
     let max_body_bytes = opts.max_body_bytes;
-    let state = AppState { core, keys: opts.keys, public_metrics: opts.public_metrics };
+    let core = detector.core().clone();
+    let state = AppState { detector, core, keys: opts.keys, public_metrics: opts.public_metrics };
     Router::new()
         .route("/v1/detect", post(v1::detect))
         .route("/v1/models", get(v1::models))

@@ -12,7 +12,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{status_of, AppState};
+use super::error::{body_error, status_of};
+use super::AppState;
 use crate::api::kserve::{self, DataType, InferRequest, InputTensor, Param, TensorData};
 use crate::error::CoreError;
 
@@ -123,17 +124,11 @@ pub async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> V2Result<Response> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            CoreError::PayloadTooLarge(format!("request body is over the limit (--max-body-bytes): {}", e.body_text()))
-        } else {
-            bad(format!("reading the request body: {}", e.body_text()))
-        }
-    })?;
+    let body = body.map_err(|e| body_error(e.status(), "request body", e.body_text()))?;
     let (model, version) = model_and_version(&p);
     kserve::check_model(&s.core, &model, version.as_deref())?;
     let (req, binary_outputs) = parse_request(model, version, &headers, body)?;
-    let resp = kserve::infer(&s.core, req).await?;
+    let resp = kserve::infer(&s.detector, req).await?;
     Ok(render_response(resp, &binary_outputs))
 }
 

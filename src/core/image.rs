@@ -1,0 +1,230 @@
+//! The image pipeline: decode -> detect -> square crops -> classify -> aggregate, for one picture
+//! (an upload or a video frame), with options already validated by the detect layer.
+//!
+//! CPU stages run on tokio's blocking pool so the async workers stay free to accept and answer
+//! requests; model runs happen on the batcher threads, where faces from many requests share one
+//! ONNX Runtime call. Every number in [`ImageTimings`] is a span of wall time of this picture's
+//! request, stage after stage, so they add up to (about) `total_ms`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use image::RgbImage;
+use serde::Serialize;
+
+use super::roles::Classifier;
+use super::InferCore;
+use crate::error::CoreError;
+use crate::pipeline::decode::{decode_rgb, DecodeLimits};
+use crate::pipeline::detect::FaceBox;
+use crate::pipeline::preprocess::{model_input, Region};
+use crate::pipeline::{aggregate, face_rows};
+use crate::verdict::{self, Label, Status};
+
+/// How to find what to score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Detect faces and score each one.
+    #[default]
+    Faces,
+    /// Score the whole image as one face crop (datasets of pre-cropped faces).
+    Whole,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "faces" => Ok(Mode::Faces),
+            "whole" => Ok(Mode::Whole),
+            other => Err(format!("mode must be 'faces' or 'whole', got '{other}'")),
+        }
+    }
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Faces => "faces",
+            Mode::Whole => "whole",
+        }
+    }
+}
+
+/// Resolved, validated options for scoring one picture.
+#[derive(Clone)]
+pub struct ImageOptions {
+    pub classifier: Arc<Classifier>,
+    pub threshold: f32,
+    pub mode: Mode,
+}
+
+/// A picture to score: encoded bytes from a client, or pixels already decoded (video frames).
+pub enum Picture {
+    Encoded(Bytes),
+    Decoded(Arc<RgbImage>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceResult {
+    /// `[x1, y1, x2, y2]` in pixels of the (EXIF-rotated) image.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Detector confidence; 1.0 in `whole` mode.
+    pub confidence: f32,
+    pub score: f32,
+    pub label: Label,
+}
+
+/// Wall time of each stage of one picture, in milliseconds. The stages run one after another,
+/// so they add up to about `total_ms` (the rest is hand-offs between threads).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ImageTimings {
+    /// Decoding the upload and preparing the first model's input (for a video frame, only the
+    /// latter).
+    pub decode_ms: f64,
+    /// Face detection: waiting for and running the detector, and decoding its boxes. 0 in
+    /// `whole` mode.
+    pub detect_ms: f64,
+    /// Cutting, resizing and normalising the face crops. 0 in `whole` mode.
+    pub crop_ms: f64,
+    /// Classification: from queueing the first face until the last face's score came back
+    /// (faces are scored side by side, so this is not a sum over faces).
+    pub classify_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    pub width: u32,
+    pub height: u32,
+    pub status: Status,
+    /// Image-level manipulation score (max over faces); null when no face was found.
+    pub score: Option<f32>,
+    pub label: Option<Label>,
+    pub threshold: f32,
+    pub faces: Vec<FaceResult>,
+    pub timings: ImageTimings,
+}
+
+impl ImageResult {
+    /// `manipulated`, `authentic` or `no_face`.
+    pub fn word(&self) -> &'static str {
+        verdict::word(self.status, self.label)
+    }
+}
+
+/// Milliseconds, rounded to the microsecond so JSON stays readable.
+pub fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl InferCore {
+    /// Scores one picture. The caller has admitted the request and bounds it with `deadline`;
+    /// the batchers drop this picture's entries once the deadline passes.
+    pub async fn score_picture(
+        &self,
+        picture: Picture,
+        opts: &ImageOptions,
+        deadline: Instant,
+    ) -> Result<ImageResult, CoreError> {
+        let started = Instant::now();
+        let mut t = ImageTimings::default();
+        let first_model = match opts.mode {
+            Mode::Faces => self.detector.model.clone(),
+            Mode::Whole => opts.classifier.model.clone(),
+        };
+        // Refuse at once, before decoding, when the first queue is already full.
+        first_model.batcher.check_capacity()?;
+
+        // Decode, plus the first model input (detector, or classifier in whole mode).
+        let limits = DecodeLimits { max_pixels: self.settings.max_image_pixels };
+        let metrics = self.metrics.clone();
+        let input = first_model.config.input.clone();
+        let first_stage = if opts.mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
+        let (img, first_row) = blocking(move || {
+            let img = match picture {
+                Picture::Encoded(bytes) => {
+                    let t0 = Instant::now();
+                    let img = Arc::new(decode_rgb(&bytes, limits)?);
+                    metrics.stage_seconds.with_label_values(&["decode"]).observe(t0.elapsed().as_secs_f64());
+                    img
+                }
+                Picture::Decoded(img) => img,
+            };
+            let t1 = Instant::now();
+            let row = model_input(&img, Region::whole(&img), &input);
+            metrics.stage_seconds.with_label_values(&[first_stage]).observe(t1.elapsed().as_secs_f64());
+            Ok::<_, CoreError>((img, row))
+        })
+        .await?;
+        t.decode_ms = ms(started.elapsed());
+        let (width, height) = img.dimensions();
+
+        let faces: Vec<(FaceBox, Vec<f32>)> = match opts.mode {
+            Mode::Whole => {
+                let whole = FaceBox { x1: 0.0, y1: 0.0, x2: width as f32, y2: height as f32, confidence: 1.0 };
+                vec![(whole, first_row)]
+            }
+            Mode::Faces => {
+                let t0 = Instant::now();
+                let det = self.detector.model.batcher.infer(first_row, deadline).await?;
+                let t1 = Instant::now();
+                let boxes = self.detector.faces(&det, width, height);
+                let decoded = t1.elapsed();
+                self.metrics.stage_seconds.with_label_values(&["detect_postprocess"]).observe(decoded.as_secs_f64());
+                t.detect_ms = ms(t0.elapsed());
+                self.metrics.faces.inc_by(boxes.len() as u64);
+
+                let t2 = Instant::now();
+                let cls_input = opts.classifier.model.config.input.clone();
+                let (margin, border) = (self.settings.crop_margin, self.settings.crop_border);
+                let metrics = self.metrics.clone();
+                let crops = blocking(move || {
+                    let t0 = Instant::now();
+                    let crops = face_rows(&img, boxes, &cls_input, margin, border);
+                    metrics.stage_seconds.with_label_values(&["crop"]).observe(t0.elapsed().as_secs_f64());
+                    Ok::<_, CoreError>(crops)
+                })
+                .await?;
+                t.crop_ms = ms(t2.elapsed());
+                crops
+            }
+        };
+
+        // Every face is its own batch entry, so faces of this and other requests batch together.
+        let t3 = Instant::now();
+        let classifier = &opts.classifier;
+        let futures = faces.into_iter().map(|(face, row)| async move {
+            let out = classifier.model.batcher.infer(row, deadline).await?;
+            Ok::<_, CoreError>((face, classifier.score(&out)))
+        });
+        let mut per_face = Vec::new();
+        for r in futures::future::join_all(futures).await {
+            let (face, score) = r?;
+            per_face.push(FaceResult {
+                bbox: [face.x1, face.y1, face.x2, face.y2],
+                confidence: face.confidence,
+                score,
+                label: Label::for_score(score, opts.threshold),
+            });
+        }
+        t.classify_ms = ms(t3.elapsed());
+        let scores: Vec<f32> = per_face.iter().map(|f| f.score).collect();
+        let (status, score, label) = verdict::outcome(aggregate(&scores), opts.threshold);
+        t.total_ms = ms(started.elapsed());
+        Ok(ImageResult { width, height, status, score, label, threshold: opts.threshold, faces: per_face, timings: t })
+    }
+}
+
+/// Runs CPU-bound work on the blocking pool. A panic in image code becomes a 500-class error
+/// for this request only.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(CoreError::Inference(format!("image processing task failed: {e}"))))
+}

@@ -1,0 +1,301 @@
+//! The inference core: the loaded models (each behind its own batcher), their roles, readiness
+//! and admission. The image pipeline itself is in [`image`]; the detect layer (`crate::detect`)
+//! and the KServe semantics (`crate::api::kserve`) are the two ways in.
+
+pub mod image;
+pub mod roles;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::batcher::{Batcher, BatcherConfig};
+use crate::error::CoreError;
+use crate::metrics::Metrics;
+use crate::models::{ModelConfig, ModelKind};
+use crate::pipeline::crop::Border;
+use crate::runtime::{OrtBackend, SessionOptions, TensorSpec};
+use crate::stats::ModelStats;
+pub use image::{FaceResult, ImageOptions, ImageResult, ImageTimings, Mode, Picture};
+pub use roles::{Classifier, FaceDetector};
+
+/// Everything the core needs to load and run models, gathered from the CLI.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub ort_lib: PathBuf,
+    pub model_dir: PathBuf,
+    /// Load only these models (all configs in `model_dir` when empty).
+    pub models: Vec<String>,
+    pub default_model: String,
+    pub detector: String,
+    pub session: SessionOptions,
+    pub instances: usize,
+    /// Intra-op threads of each model's solo session; none unless above `session.intra_threads`.
+    pub solo_threads: usize,
+    pub batcher: BatcherConfig,
+    pub request_timeout: Duration,
+    pub max_image_pixels: u64,
+    pub crop_margin: f32,
+    pub crop_border: Border,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    #[serde(flatten)]
+    pub config: ModelConfig,
+    pub default: bool,
+    pub instances: usize,
+    pub queue_depth: usize,
+}
+
+/// A model with its running batcher, as the front ends see it.
+pub struct LoadedModel {
+    pub config: ModelConfig,
+    pub batcher: Batcher,
+    /// The float32 outputs every run returns, in order (`EntryOutput::rows` follows it).
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl LoadedModel {
+    /// Position of output `name` in `outputs` (and so in `EntryOutput::rows`).
+    pub fn output_index(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|o| o.name == name)
+    }
+
+    /// Shape of one batch row of the input (without the batch dimension).
+    pub fn input_shape(&self) -> Vec<i64> {
+        self.config.input.item_shape().iter().map(|d| *d as i64).collect()
+    }
+}
+
+pub struct InferCore {
+    models: BTreeMap<String, Arc<LoadedModel>>,
+    classifiers: BTreeMap<String, Arc<Classifier>>,
+    detector: FaceDetector,
+    default_model: String,
+    settings: CoreSettings,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    /// `is_ready()`, published whenever it changes (gRPC health follows it).
+    readiness: watch::Sender<bool>,
+    pub metrics: Arc<Metrics>,
+    device: String,
+    /// Totals for the whole image pipeline (the KServe `dfserve` model and /v1/detect).
+    pipeline_stats: ModelStats,
+}
+
+fn load_model(
+    env: &ort::environment::Environment,
+    settings: &CoreSettings,
+    config: ModelConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<LoadedModel> {
+    let name = config.name.clone();
+    let path = settings.model_dir.join(&config.file);
+    if !path.is_file() {
+        bail!(
+            "model '{name}': {} is missing; run scripts/setup.sh (it copies the models from DFSERVE_MODEL_SOURCE, default ../shared/models)",
+            path.display()
+        );
+    }
+    let sha = crate::models::sha256_file(&path)?;
+    if sha != config.sha256.to_lowercase() {
+        bail!(
+            "model '{name}': {} has sha256 {sha}, but {} expects {}; re-run scripts/setup.sh or fix the config",
+            path.display(),
+            config.config_path.display(),
+            config.sha256
+        );
+    }
+    let started = Instant::now();
+    let backends = (0..settings.instances.max(1))
+        .map(|_| OrtBackend::load(env, &path, &config, &settings.session))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let solo = if settings.solo_threads > settings.session.intra_threads {
+        let opts = SessionOptions { intra_threads: settings.solo_threads, ..settings.session.clone() };
+        Some(OrtBackend::load(env, &path, &config, &opts)?)
+    } else {
+        None
+    };
+    let outputs = backends[0].outputs().to_vec();
+    let batcher = Batcher::spawn(
+        &name,
+        backends,
+        solo,
+        config.input.item_shape().to_vec(),
+        settings.batcher.clone(),
+        metrics.clone(),
+    );
+    tracing::info!(model = %name, version = %config.version, kind = ?config.kind, instances = settings.instances, solo_threads = settings.solo_threads, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+    let kind = match config.kind {
+        ModelKind::Classifier => "classifier",
+        ModelKind::Detector => "detector",
+    };
+    let device = settings.session.device.to_string();
+    metrics
+        .model_info
+        .with_label_values(&[name.as_str(), config.version.as_str(), kind, device.as_str(), config.sha256.as_str()])
+        .set(1);
+    Ok(LoadedModel { config, batcher, outputs })
+}
+
+impl InferCore {
+    /// Loads every selected model (checking file checksums and tensor specs), starts its
+    /// batcher and resolves its role. Blocking: call before serving or from a blocking thread.
+    pub fn load(settings: CoreSettings, metrics: Arc<Metrics>) -> anyhow::Result<InferCore> {
+        let env = crate::runtime::init_environment(&settings.ort_lib)?;
+        let mut configs = crate::models::load_dir(&settings.model_dir)?;
+        if !settings.models.is_empty() {
+            for name in &settings.models {
+                if !configs.contains_key(name) {
+                    bail!(
+                        "--models names '{name}', which has no config in {} (have: {})",
+                        settings.model_dir.display(),
+                        configs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            configs.retain(|name, _| settings.models.contains(name));
+        }
+        match configs.get(&settings.default_model) {
+            Some(c) if c.kind == ModelKind::Classifier => {}
+            Some(_) => bail!("--default-model '{}' is not a classifier", settings.default_model),
+            None => bail!("--default-model '{}' is not among the loaded models", settings.default_model),
+        }
+        match configs.get(&settings.detector) {
+            Some(c) if c.kind == ModelKind::Detector => {}
+            Some(_) => bail!("--detector '{}' is not a detector model", settings.detector),
+            None => bail!("--detector '{}' is not among the loaded models", settings.detector),
+        }
+        let mut models = BTreeMap::new();
+        let mut classifiers = BTreeMap::new();
+        let mut detector = None;
+        for (name, config) in configs {
+            let model = Arc::new(load_model(&env, &settings, config, &metrics)?);
+            match model.config.kind {
+                ModelKind::Classifier => {
+                    classifiers.insert(name.clone(), Arc::new(Classifier::resolve(model.clone())?));
+                }
+                ModelKind::Detector if name == settings.detector => {
+                    detector = Some(FaceDetector::resolve(model.clone())?);
+                }
+                ModelKind::Detector => {}
+            }
+            models.insert(name, model);
+        }
+        let detector = detector.context("the --detector model was checked above")?;
+        Ok(InferCore {
+            models,
+            classifiers,
+            detector,
+            default_model: settings.default_model.clone(),
+            device: settings.session.device.to_string(),
+            settings,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            readiness: watch::channel(false).0,
+            metrics,
+            pipeline_stats: ModelStats::default(),
+        })
+    }
+
+    /// Runs one batch of a mid-grey image through every model, so the first real request does
+    /// not pay for ORT's lazy initialisation, then marks the core ready.
+    pub async fn warm_up(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for (name, m) in &self.models {
+            let row = vec![0.5f32; m.batcher.item_len()];
+            m.batcher.infer(row, deadline).await.with_context(|| format!("warm-up run of model '{name}'"))?;
+        }
+        self.ready.store(true, Ordering::SeqCst);
+        self.readiness.send_replace(self.is_ready());
+        tracing::info!(models = self.models.len(), "all models warmed up; ready");
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Readiness as a channel: the current value, then every change.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.readiness.subscribe()
+    }
+
+    /// Stop admitting new work (readiness turns false, new requests get 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.readiness.send_replace(false);
+    }
+
+    /// Refuses work while models warm up or the server drains.
+    pub fn admit(&self) -> Result<(), CoreError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(CoreError::Unavailable("server is shutting down".into()));
+        }
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(CoreError::Unavailable("models are still loading; retry shortly".into()));
+        }
+        Ok(())
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    pub fn models(&self) -> Vec<ModelInfo> {
+        self.models
+            .values()
+            .map(|m| ModelInfo {
+                config: m.config.clone(),
+                default: m.config.name == self.default_model || m.config.name == self.detector.model.config.name,
+                instances: self.settings.instances,
+                queue_depth: m.batcher.queue_depth(),
+            })
+            .collect()
+    }
+
+    /// A loaded model by name.
+    pub fn model(&self, name: &str) -> Option<&Arc<LoadedModel>> {
+        self.models.get(name)
+    }
+
+    /// Every loaded model, by name.
+    pub fn loaded_models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.models.values()
+    }
+
+    /// The classifier a request names, or the default one.
+    pub fn classifier(&self, name: Option<&str>) -> Result<Arc<Classifier>, CoreError> {
+        let name = name.unwrap_or(&self.default_model);
+        match self.classifiers.get(name) {
+            Some(c) => Ok(c.clone()),
+            None if self.models.contains_key(name) => {
+                Err(CoreError::ModelNotFound(format!("'{name}' as a classifier (it is a face detector)")))
+            }
+            None => Err(CoreError::ModelNotFound(format!("'{name}'"))),
+        }
+    }
+
+    pub fn pipeline_stats(&self) -> &ModelStats {
+        &self.pipeline_stats
+    }
+
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    pub fn request_deadline(&self) -> Instant {
+        Instant::now() + self.settings.request_timeout
+    }
+}

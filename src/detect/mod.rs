@@ -1,0 +1,143 @@
+//! The detect layer: one protocol-neutral entry point under every front end that scores media
+//! (HTTP `/v1/detect`, the dfserve gRPC API, the KServe pipeline model, `dfserve score`).
+//!
+//! A front end translates its wire format into [`DetectParams`], has them validated once
+//! ([`Detector::options`]), and hands each upload to [`Detector::detect`], which tells images
+//! from videos by their bytes, admits the request, bounds it by its deadline and returns one
+//! [`Detection`]. Front ends then only render that result or its error. Signals that later
+//! hang off a detection (ensembles, hash matches, provenance) are added here, once.
+
+mod request;
+mod video;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::core::{ImageResult, InferCore, Picture};
+use crate::error::CoreError;
+use crate::verdict::{self, Label, Status};
+use crate::video::VideoSettings;
+pub use request::{DetectOptions, DetectParams};
+pub use video::{VideoResult, VideoTimings};
+
+/// The result for one upload: an image or a video.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Detection {
+    Image(ImageResult),
+    Video(VideoResult),
+}
+
+impl Detection {
+    /// `image` or `video`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detection::Image(_) => "image",
+            Detection::Video(_) => "video",
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self {
+            Detection::Image(r) => r.status,
+            Detection::Video(v) => v.status,
+        }
+    }
+
+    pub fn score(&self) -> Option<f32> {
+        match self {
+            Detection::Image(r) => r.score,
+            Detection::Video(v) => v.score,
+        }
+    }
+
+    pub fn label(&self) -> Option<Label> {
+        match self {
+            Detection::Image(r) => r.label,
+            Detection::Video(v) => v.label,
+        }
+    }
+}
+
+/// The detect layer: the inference core plus what only uploads need (video decoding).
+pub struct Detector {
+    core: Arc<InferCore>,
+    video: VideoSettings,
+}
+
+impl Detector {
+    pub fn new(core: Arc<InferCore>, video: VideoSettings) -> Detector {
+        Detector { core, video }
+    }
+
+    pub fn core(&self) -> &Arc<InferCore> {
+        &self.core
+    }
+
+    /// Validates a request's options (see [`DetectParams::validate`]).
+    pub fn options(&self, params: &DetectParams) -> Result<DetectOptions, CoreError> {
+        params.validate(&self.core)
+    }
+
+    /// Scores one upload, image or video, told apart by its bytes.
+    pub async fn detect(&self, bytes: Bytes, opts: &DetectOptions, deadline: Instant) -> Result<Detection, CoreError> {
+        if crate::video::is_video(&bytes) {
+            self.detect_video(bytes, opts, deadline).await.map(Detection::Video)
+        } else {
+            self.detect_image(bytes, opts, deadline).await.map(Detection::Image)
+        }
+    }
+
+    /// Scores one encoded image (the KServe pipeline model takes only images).
+    pub async fn detect_image(
+        &self,
+        bytes: Bytes,
+        opts: &DetectOptions,
+        deadline: Instant,
+    ) -> Result<ImageResult, CoreError> {
+        self.core.admit()?;
+        let started = Instant::now();
+        let result =
+            self.bounded(deadline, self.core.score_picture(Picture::Encoded(bytes), &opts.image, deadline)).await;
+        // For the pipeline, one image is one inference and one execution.
+        let stats = self.core.pipeline_stats();
+        stats.record_request(result.is_ok(), started.elapsed());
+        if result.is_ok() {
+            stats.record_execution(1, started.elapsed());
+        }
+        let word = result.as_ref().map_or("error", |r| r.word());
+        self.core.metrics.images.with_label_values(&[word]).inc();
+        result
+    }
+
+    async fn detect_video(
+        &self,
+        bytes: Bytes,
+        opts: &DetectOptions,
+        deadline: Instant,
+    ) -> Result<VideoResult, CoreError> {
+        self.core.admit()?;
+        let started = Instant::now();
+        let work = video::score_video(&self.core, &self.video, bytes, opts, deadline);
+        let result = self.bounded(deadline, work).await;
+        let word = result.as_ref().map_or("error", |v| verdict::word(v.status, v.label));
+        let m = &self.core.metrics;
+        m.videos.with_label_values(&[word]).inc();
+        m.stage_seconds.with_label_values(&["video_total"]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// `work`, or 504 once `deadline` passes (dropping `work` cancels it).
+    async fn bounded<T>(
+        &self,
+        deadline: Instant,
+        work: impl std::future::Future<Output = Result<T, CoreError>>,
+    ) -> Result<T, CoreError> {
+        tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or(Err(CoreError::DeadlineExceeded(self.core.settings().request_timeout)))
+    }
+}

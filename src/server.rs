@@ -1,0 +1,161 @@
+//! `dfserve serve`: load the models, then serve HTTP and gRPC until a shutdown signal.
+//!
+//! [`run`] owns the whole server lifecycle: both listeners, TLS, API keys, the warm-up that
+//! flips readiness, and the drain on shutdown (readiness goes false, new work gets 503 for
+//! `--shutdown-grace`, then the listeners close and in-flight requests finish). It takes the
+//! shutdown trigger as a future, so tests and embedders can stop it without signals.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::sync::watch;
+
+use crate::auth::KeyStore;
+use crate::config::ServeArgs;
+use crate::core::InferCore;
+use crate::detect::Detector;
+use crate::metrics::Metrics;
+
+/// PEM certificate chain and key for `--tls-cert` / `--tls-key`.
+type TlsPem = (Vec<u8>, Vec<u8>);
+
+/// Serves until `shutdown` resolves and the drain is over.
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let settings = args.engine.core_settings();
+    let core = Arc::new(tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??);
+    let detector = Arc::new(Detector::new(core.clone(), args.engine.video_settings()));
+    let keys = load_keys(args.api_key_file.as_ref())?;
+    let tls = load_tls(&args)?;
+
+    let http_addr = socket_addr(&args.host, args.http_port)?;
+    let grpc_addr = socket_addr(&args.host, args.grpc_port)?;
+    let http_listener =
+        tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding HTTP on {http_addr}"))?;
+    let grpc_listener =
+        tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| format!("binding gRPC on {grpc_addr}"))?;
+    let (http_local, grpc_local) = (http_listener.local_addr()?, grpc_listener.local_addr()?);
+    tracing::info!(http = %http_local, grpc = %grpc_local, "listening");
+    // Plain lines on stdout for scripts and tests that start dfserve on port 0.
+    println!("dfserve: listening on http://{http_local}");
+    println!("dfserve: grpc on {grpc_local}");
+
+    let warm = core.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.warm_up().await {
+            tracing::error!(error = %format!("{e:#}"), "warm-up failed; staying not-ready");
+        }
+    });
+
+    // One signal stops both front ends; each finishes its in-flight requests.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (draining, grace) = (core.clone(), args.shutdown_grace);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown signal: refusing new work, draining in-flight requests"
+        );
+        draining.start_draining();
+        tokio::time::sleep(grace).await;
+        let _ = stop_tx.send(true);
+    });
+
+    let app = crate::api::http::router(
+        detector.clone(),
+        crate::api::http::HttpOptions {
+            max_body_bytes: args.max_body_bytes,
+            keys: keys.clone(),
+            public_metrics: args.public_metrics,
+        },
+    );
+    let http = serve_http(http_listener, app, tls.as_ref(), stopped(stop_rx.clone()));
+    let grpc = crate::api::grpc::serve(
+        detector,
+        grpc_listener,
+        args.grpc_max_message_bytes,
+        keys,
+        tls.as_ref(),
+        stopped(stop_rx),
+    );
+    let (h, g) = tokio::join!(http, grpc);
+    h?;
+    g?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves once the stop flag is set.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn load_keys(file: Option<&PathBuf>) -> anyhow::Result<Option<Arc<KeyStore>>> {
+    let Some(path) = file else { return Ok(None) };
+    let store = Arc::new(KeyStore::load(path)?);
+    crate::auth::reload_on_sighup(store.clone());
+    tracing::info!(file = %path.display(), "API keys required");
+    Ok(Some(store))
+}
+
+fn load_tls(args: &ServeArgs) -> anyhow::Result<Option<TlsPem>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(Some((read(cert)?, read(key)?)))
+}
+
+/// Serves the HTTP router, over TLS when configured, until `stop` resolves.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<&TlsPem>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match tls {
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+        }
+        Some((cert, key)) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert.clone(), key.clone())
+                .await
+                .context("loading --tls-cert / --tls-key")?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                stop.await;
+                h.graceful_shutdown(None);
+            });
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?.handle(handle);
+            server.serve(app.into_make_service()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn socket_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    format!("{host}:{port}").parse().with_context(|| format!("bad --host '{host}' or port {port}"))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
