@@ -9,6 +9,8 @@ scripts/setup.sh --no-build
 scripts/pyenv.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== module structure (no import cycles, no file over 500 lines)"
+python3 scripts/check_modules.py
 echo "== cargo clippy"
 cargo clippy --release --locked --all-targets -- -D warnings
 echo "== cargo test"

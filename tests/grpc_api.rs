@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{sample, Server};
+use common::{metric, sample, Server};
 use dfserve::api::grpc::pb::dfserve_v1::{detector_client::DetectorClient, DetectRequest, Mode};
 use dfserve::api::grpc::pb::inference::{
     grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor, ModelInferRequest,
@@ -74,11 +74,23 @@ async fn stream_keeps_order_tags_ids_and_survives_a_bad_image() {
         })
         .collect();
     reqs[5].image = b"garbage".to_vec().into();
+    let started = std::time::Instant::now();
     let mut stream = c.detect_stream(futures::stream::iter(reqs)).await.unwrap().into_inner();
-    let mut got = Vec::new();
+    let mut got = vec![stream.message().await.unwrap().unwrap()];
+    // A stream is counted when it ends, not when it starts.
+    let stream_ok = "dfserve_requests_total{endpoint=\"/dfserve.v1.Detector/DetectStream\",status=\"Ok\"}";
+    assert_eq!(metric(&s.metrics().await, stream_ok), None);
     while let Some(r) = stream.message().await.unwrap() {
         got.push(r);
     }
+    let took = started.elapsed().as_secs_f64();
+    // The server records the call once its trailers are out; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, stream_ok), Some(1.0), "{m}");
+    let latency = "dfserve_request_duration_seconds_sum{endpoint=\"/dfserve.v1.Detector/DetectStream\"}";
+    let latency = metric(&m, latency).unwrap();
+    assert!(latency > 0.0 && latency <= took, "stream latency {latency} s, client saw {took} s");
     assert_eq!(got.len(), 24);
     for (i, r) in got.iter().enumerate() {
         assert_eq!(r.id, format!("img-{i}"), "responses come back in request order");
@@ -132,4 +144,9 @@ async fn kserve_grpc_errors_use_the_right_codes() {
         m.contains("dfserve_requests_total{endpoint=\"/inference.GRPCInferenceService/ModelInfer\",status=\"Ok\"} 1"),
         "{m}"
     );
+    // A message over the size limit is refused by tonic before any handler runs; the layer
+    // still counts it, with the status the client got.
+    let too_large =
+        "dfserve_requests_total{endpoint=\"/inference.GRPCInferenceService/ModelInfer\",status=\"ResourceExhausted\"}";
+    assert_eq!(metric(&m, too_large), Some(1.0), "{m}");
 }

@@ -271,6 +271,15 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
 #[tokio::test]
 async fn while_draining_new_requests_get_503_and_in_flight_ones_finish() {
     let mut s = Server::start(&["--instances", "1", "--max-batch-size", "1", "--shutdown-grace", "1500ms"]).await;
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let channel = tonic::transport::Channel::from_shared(s.grpc.clone()).unwrap().connect().await.unwrap();
+    let health = HealthClient::new(channel);
+    let grpc_status = |service: &str| {
+        let mut health = health.clone();
+        let req = HealthCheckRequest { service: service.into() };
+        async move { health.check(req).await.unwrap().into_inner().status() }
+    };
+    assert_eq!(grpc_status("").await, ServingStatus::Serving);
     let (photo, _) = pasted_photo(&sample("mesonet/df/df01254.jpg"));
     let reqs: Vec<_> =
         (0..12).map(|_| tokio::spawn(s.client.post(s.url("/v1/detect")).body(photo.clone()).send())).collect();
@@ -286,6 +295,14 @@ async fn while_draining_new_requests_get_503_and_in_flight_ones_finish() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "unavailable");
     assert_eq!(fresh.get(s.url("/health/ready")).send().await.unwrap().status(), 503);
+    // gRPC health follows readiness as soon as it changes.
+    for service in ["", "dfserve.v1.Detector", "inference.GRPCInferenceService"] {
+        assert_eq!(grpc_status(service).await, ServingStatus::NotServing, "{service}");
+    }
+    // The client's connection must be able to answer the server's goodbye (this test's
+    // runtime is blocked in wait_exit below), so close it now.
+    drop(health);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     for r in reqs {
         assert_eq!(r.await.unwrap().expect("in-flight request completes").status(), 200);
     }

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::roles::Classifier;
-use super::InferCore;
+use super::roles::{Classifier, FaceDetector};
 use crate::error::CoreError;
+use crate::metrics::Metrics;
+use crate::pipeline::crop::Border;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
 use crate::pipeline::detect::FaceBox;
 use crate::pipeline::preprocess::{model_input, Region};
@@ -121,10 +122,19 @@ pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-impl InferCore {
+/// The pipeline's fixed parts: the face detector and how pictures are decoded and cropped.
+pub struct ImagePipeline {
+    pub detector: FaceDetector,
+    pub max_image_pixels: u64,
+    pub crop_margin: f32,
+    pub crop_border: Border,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ImagePipeline {
     /// Scores one picture. The caller has admitted the request and bounds it with `deadline`;
     /// the batchers drop this picture's entries once the deadline passes.
-    pub async fn score_picture(
+    pub async fn score(
         &self,
         picture: Picture,
         opts: &ImageOptions,
@@ -140,7 +150,7 @@ impl InferCore {
         first_model.batcher.check_capacity()?;
 
         // Decode, plus the first model input (detector, or classifier in whole mode).
-        let limits = DecodeLimits { max_pixels: self.settings.max_image_pixels };
+        let limits = DecodeLimits { max_pixels: self.max_image_pixels };
         let metrics = self.metrics.clone();
         let input = first_model.config.input.clone();
         let first_stage = if opts.mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
@@ -180,7 +190,7 @@ impl InferCore {
 
                 let t2 = Instant::now();
                 let cls_input = opts.classifier.model.config.input.clone();
-                let (margin, border) = (self.settings.crop_margin, self.settings.crop_border);
+                let (margin, border) = (self.crop_margin, self.crop_border);
                 let metrics = self.metrics.clone();
                 let crops = blocking(move || {
                     let t0 = Instant::now();

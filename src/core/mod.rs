@@ -3,6 +3,7 @@
 //! and the KServe semantics (`crate::api::kserve`) are the two ways in.
 
 pub mod image;
+pub mod model;
 pub mod roles;
 
 use std::collections::BTreeMap;
@@ -15,14 +16,17 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::batcher::{Batcher, BatcherConfig};
+use crate::batcher::BatcherConfig;
 use crate::error::CoreError;
 use crate::metrics::Metrics;
 use crate::models::{ModelConfig, ModelKind};
 use crate::pipeline::crop::Border;
-use crate::runtime::{OrtBackend, SessionOptions, TensorSpec};
+use crate::runtime::SessionOptions;
 use crate::stats::ModelStats;
+use image::ImagePipeline;
 pub use image::{FaceResult, ImageOptions, ImageResult, ImageTimings, Mode, Picture};
+pub use model::LoadedModel;
+use model::Sessions;
 pub use roles::{Classifier, FaceDetector};
 
 /// Everything the core needs to load and run models, gathered from the CLI.
@@ -54,30 +58,10 @@ pub struct ModelInfo {
     pub queue_depth: usize,
 }
 
-/// A model with its running batcher, as the front ends see it.
-pub struct LoadedModel {
-    pub config: ModelConfig,
-    pub batcher: Batcher,
-    /// The float32 outputs every run returns, in order (`EntryOutput::rows` follows it).
-    pub outputs: Vec<TensorSpec>,
-}
-
-impl LoadedModel {
-    /// Position of output `name` in `outputs` (and so in `EntryOutput::rows`).
-    pub fn output_index(&self, name: &str) -> Option<usize> {
-        self.outputs.iter().position(|o| o.name == name)
-    }
-
-    /// Shape of one batch row of the input (without the batch dimension).
-    pub fn input_shape(&self) -> Vec<i64> {
-        self.config.input.item_shape().iter().map(|d| *d as i64).collect()
-    }
-}
-
 pub struct InferCore {
     models: BTreeMap<String, Arc<LoadedModel>>,
     classifiers: BTreeMap<String, Arc<Classifier>>,
-    detector: FaceDetector,
+    pipeline: ImagePipeline,
     default_model: String,
     settings: CoreSettings,
     ready: AtomicBool,
@@ -88,61 +72,6 @@ pub struct InferCore {
     device: String,
     /// Totals for the whole image pipeline (the KServe `dfserve` model and /v1/detect).
     pipeline_stats: ModelStats,
-}
-
-fn load_model(
-    env: &ort::environment::Environment,
-    settings: &CoreSettings,
-    config: ModelConfig,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<LoadedModel> {
-    let name = config.name.clone();
-    let path = settings.model_dir.join(&config.file);
-    if !path.is_file() {
-        bail!(
-            "model '{name}': {} is missing; run scripts/setup.sh (it copies the models from DFSERVE_MODEL_SOURCE, default ../shared/models)",
-            path.display()
-        );
-    }
-    let sha = crate::models::sha256_file(&path)?;
-    if sha != config.sha256.to_lowercase() {
-        bail!(
-            "model '{name}': {} has sha256 {sha}, but {} expects {}; re-run scripts/setup.sh or fix the config",
-            path.display(),
-            config.config_path.display(),
-            config.sha256
-        );
-    }
-    let started = Instant::now();
-    let backends = (0..settings.instances.max(1))
-        .map(|_| OrtBackend::load(env, &path, &config, &settings.session))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let solo = if settings.solo_threads > settings.session.intra_threads {
-        let opts = SessionOptions { intra_threads: settings.solo_threads, ..settings.session.clone() };
-        Some(OrtBackend::load(env, &path, &config, &opts)?)
-    } else {
-        None
-    };
-    let outputs = backends[0].outputs().to_vec();
-    let batcher = Batcher::spawn(
-        &name,
-        backends,
-        solo,
-        config.input.item_shape().to_vec(),
-        settings.batcher.clone(),
-        metrics.clone(),
-    );
-    tracing::info!(model = %name, version = %config.version, kind = ?config.kind, instances = settings.instances, solo_threads = settings.solo_threads, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
-    let kind = match config.kind {
-        ModelKind::Classifier => "classifier",
-        ModelKind::Detector => "detector",
-    };
-    let device = settings.session.device.to_string();
-    metrics
-        .model_info
-        .with_label_values(&[name.as_str(), config.version.as_str(), kind, device.as_str(), config.sha256.as_str()])
-        .set(1);
-    Ok(LoadedModel { config, batcher, outputs })
 }
 
 impl InferCore {
@@ -173,11 +102,17 @@ impl InferCore {
             Some(_) => bail!("--detector '{}' is not a detector model", settings.detector),
             None => bail!("--detector '{}' is not among the loaded models", settings.detector),
         }
+        let sessions = Sessions {
+            options: &settings.session,
+            instances: settings.instances,
+            solo_threads: settings.solo_threads,
+            batcher: &settings.batcher,
+        };
         let mut models = BTreeMap::new();
         let mut classifiers = BTreeMap::new();
         let mut detector = None;
         for (name, config) in configs {
-            let model = Arc::new(load_model(&env, &settings, config, &metrics)?);
+            let model = Arc::new(LoadedModel::load(&env, &settings.model_dir, config, &sessions, &metrics)?);
             match model.config.kind {
                 ModelKind::Classifier => {
                     classifiers.insert(name.clone(), Arc::new(Classifier::resolve(model.clone())?));
@@ -190,10 +125,17 @@ impl InferCore {
             models.insert(name, model);
         }
         let detector = detector.context("the --detector model was checked above")?;
+        let pipeline = ImagePipeline {
+            detector,
+            max_image_pixels: settings.max_image_pixels,
+            crop_margin: settings.crop_margin,
+            crop_border: settings.crop_border,
+            metrics: metrics.clone(),
+        };
         Ok(InferCore {
             models,
             classifiers,
-            detector,
+            pipeline,
             default_model: settings.default_model.clone(),
             device: settings.session.device.to_string(),
             settings,
@@ -254,7 +196,8 @@ impl InferCore {
             .values()
             .map(|m| ModelInfo {
                 config: m.config.clone(),
-                default: m.config.name == self.default_model || m.config.name == self.detector.model.config.name,
+                default: m.config.name == self.default_model
+                    || m.config.name == self.pipeline.detector.model.config.name,
                 instances: self.settings.instances,
                 queue_depth: m.batcher.queue_depth(),
             })
@@ -281,6 +224,16 @@ impl InferCore {
             }
             None => Err(CoreError::ModelNotFound(format!("'{name}'"))),
         }
+    }
+
+    /// Scores one picture (see [`ImagePipeline::score`]).
+    pub async fn score_picture(
+        &self,
+        picture: Picture,
+        opts: &ImageOptions,
+        deadline: Instant,
+    ) -> Result<ImageResult, CoreError> {
+        self.pipeline.score(picture, opts, deadline).await
     }
 
     pub fn pipeline_stats(&self) -> &ModelStats {

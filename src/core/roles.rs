@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::LoadedModel;
+use super::model::LoadedModel;
 use crate::batcher::EntryOutput;
 use crate::models::{DetectorConfig, ScoreDirection};
 use crate::pipeline::detect::FaceBox;

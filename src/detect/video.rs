@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::DetectOptions;
+use super::request::DetectOptions;
 use crate::core::image::ms;
 use crate::core::{InferCore, Picture};
 use crate::error::CoreError;

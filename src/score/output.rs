@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{Outcome, Row};
+use super::row::{Outcome, Row};
 use crate::config::OutputFormat;
 
 pub enum Writer {

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::eval::{self, RocPoint, Summary};
-use super::Row;
+use super::row::Row;
 
 #[derive(Debug, Serialize)]
 pub struct ModelSummary {

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
@@ -162,4 +162,41 @@ pub fn encode(img: &image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageRgb8(img.clone()).write_to(&mut out, fmt).unwrap();
     out.into_inner()
+}
+
+/// Builds (once) the test clips and returns their directory.
+pub fn clips() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("dfserve-video-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let samples = samples().join("mesonet");
+        let moving = |face: &str, codec: &[&str], out: &str, secs: u32| {
+            let status = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+                .arg(format!("color=c=gray:s=640x360:d={secs}:r=25"))
+                .args(["-loop", "1", "-i"])
+                .arg(samples.join(face))
+                .args(["-filter_complex", "[1:v]scale=160:160[f];[0:v][f]overlay=x='40+100*t':y=80:shortest=1"])
+                .args(codec)
+                .args(["-pix_fmt", "yuv420p", "-t", &secs.to_string()])
+                .arg(dir.join(out))
+                .status()
+                .expect("ffmpeg must be installed (scripts/setup.sh installs it)");
+            assert!(status.success(), "ffmpeg failed building {out}");
+        };
+        moving("df/df01254.jpg", &["-c:v", "libx264"], "fake.mp4", 3);
+        moving("real/real00240.jpg", &["-c:v", "libvpx-vp9", "-b:v", "1M", "-deadline", "realtime"], "real.webm", 3);
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac"])
+            .arg(dir.join("audio.m4a"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        dir
+    })
+}
+
+pub fn clip(name: &str) -> Vec<u8> {
+    std::fs::read(clips().join(name)).unwrap()
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::pb::dfserve_v1 as pb;
 use super::pb::dfserve_v1::detector_server::Detector as DetectorService;
-use super::to_status;
+use super::status::to_status;
 use crate::core::{FaceResult, ImageResult};
 use crate::detect::{DetectOptions, DetectParams, Detection, Detector, VideoResult};
 use crate::error::CoreError;

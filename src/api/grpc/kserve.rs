@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb::inference as pb;
 use super::pb::inference::grpc_inference_service_server::GrpcInferenceService;
-use super::to_status;
+use super::status::to_status;
 use crate::api::kserve::{self, DataType, InferRequest, InputTensor, Param, TensorData};
 use crate::core::InferCore;
 use crate::detect::Detector;

@@ -5,57 +5,19 @@
 mod dfserve;
 mod kserve;
 mod metrics;
+pub mod pb;
+mod status;
 
 pub use kserve::infer_request_from_proto;
+pub use status::{status_of, to_status, ERROR_CODE_KEY};
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::auth::KeyStore;
 use crate::detect::Detector;
-use crate::error::CoreError;
-
-/// Code generated from `proto/` by build.rs.
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    pub mod inference {
-        tonic::include_proto!("inference");
-    }
-    pub mod dfserve_v1 {
-        tonic::include_proto!("dfserve.v1");
-    }
-    /// Encoded descriptors of every dfserve proto, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
-}
-
-/// The one place core errors become gRPC status codes.
-pub fn status_of(err: &CoreError) -> Code {
-    match err {
-        CoreError::BadRequest(_)
-        | CoreError::UnsupportedMediaType(_)
-        | CoreError::UndecodableImage(_)
-        | CoreError::ImageTooLarge { .. } => Code::InvalidArgument,
-        CoreError::PayloadTooLarge(_) | CoreError::QueueFull(_) => Code::ResourceExhausted,
-        CoreError::ModelNotFound(_) => Code::NotFound,
-        CoreError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-        CoreError::Unavailable(_) => Code::Unavailable,
-        CoreError::Inference(_) => Code::Internal,
-    }
-}
-
-/// The gRPC status for a core error. Its stable code (the HTTP API's `code`) travels in the
-/// `dfserve-error-code` metadata entry, so clients of either protocol can branch on the same
-/// words.
-pub fn to_status(err: CoreError) -> Status {
-    let mut status = Status::new(status_of(&err), err.to_string());
-    status.metadata_mut().insert(ERROR_CODE_KEY, tonic::metadata::MetadataValue::from_static(err.code()));
-    status
-}
-
-/// Metadata key of the stable error code in every error status dfserve returns.
-pub const ERROR_CODE_KEY: &str = "dfserve-error-code";
 
 /// Rejects calls without a valid API key (when keys are on) with UNAUTHENTICATED.
 #[derive(Clone)]
@@ -165,28 +127,4 @@ fn too_large_is_resource_exhausted<B>(mut resp: axum::http::Response<B>) -> axum
         h.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn core_errors_map_to_grpc_codes() {
-        let cases = [
-            (CoreError::BadRequest("x".into()), Code::InvalidArgument),
-            (CoreError::UndecodableImage("x".into()), Code::InvalidArgument),
-            (CoreError::ModelNotFound("m".into()), Code::NotFound),
-            (CoreError::QueueFull("m".into()), Code::ResourceExhausted),
-            (CoreError::PayloadTooLarge("x".into()), Code::ResourceExhausted),
-            (CoreError::DeadlineExceeded(std::time::Duration::from_secs(1)), Code::DeadlineExceeded),
-            (CoreError::Unavailable("x".into()), Code::Unavailable),
-            (CoreError::Inference("x".into()), Code::Internal),
-        ];
-        for (e, code) in cases {
-            assert_eq!(status_of(&e), code, "{e:?}");
-            let status = to_status(e.clone());
-            assert_eq!(status.metadata().get(ERROR_CODE_KEY).unwrap(), e.code());
-        }
-    }
 }

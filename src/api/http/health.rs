@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// The process is up and answering.
 pub async fn live() -> impl IntoResponse {

@@ -2,6 +2,7 @@
 
 mod error;
 mod health;
+mod state;
 mod v1;
 mod v2;
 
@@ -19,23 +20,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use error::{status_of, ApiError};
+pub use state::AppState;
 pub use v2::parse_infer_body;
 
 use crate::auth::KeyStore;
-use crate::core::InferCore;
 use crate::detect::Detector;
-
-#[derive(Clone)]
-pub struct AppState {
-    /// The detect layer, for endpoints that score uploads.
-    pub detector: Arc<Detector>,
-    /// The inference core under it, for everything else (models, readiness, metrics, KServe).
-    pub core: Arc<InferCore>,
-    /// API keys; `None` when access control is off.
-    pub keys: Option<Arc<KeyStore>>,
-    /// Serve /metrics without a key even when keys are required.
-    pub public_metrics: bool,
-}
 
 /// Front-end settings of the HTTP server.
 pub struct HttpOptions {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{body_error, status_of, ApiError};
-use super::AppState;
+use super::state::AppState;
 use crate::detect::{DetectParams, Detection};
 use crate::error::CoreError;
 

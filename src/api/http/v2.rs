@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{body_error, status_of};
-use super::AppState;
+use super::state::AppState;
 use crate::api::kserve::{self, DataType, InferRequest, InputTensor, Param, TensorData};
 use crate::error::CoreError;
 

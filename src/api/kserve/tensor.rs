@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::PIPELINE_MODEL;
+use super::registry::PIPELINE_MODEL;
 use crate::error::CoreError;
 
 /// Tensor element types dfserve reads or writes.

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
+use super::registry::{model_names, resolve, Target, PIPELINE_INPUT};
 use super::tensor::DataType;
-use super::{model_names, resolve, Target, PIPELINE_INPUT};
 use crate::core::InferCore;
 use crate::error::CoreError;
 use crate::models::Layout;

@@ -1,0 +1,19 @@
+//! What every HTTP handler shares: the detect layer, the core, and access control.
+
+use std::sync::Arc;
+
+use crate::auth::KeyStore;
+use crate::core::InferCore;
+use crate::detect::Detector;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The detect layer, for endpoints that score uploads.
+    pub detector: Arc<Detector>,
+    /// The inference core under it, for everything else (models, readiness, metrics, KServe).
+    pub core: Arc<InferCore>,
+    /// API keys; `None` when access control is off.
+    pub keys: Option<Arc<KeyStore>>,
+    /// Serve /metrics without a key even when keys are required.
+    pub public_metrics: bool,
+}
