@@ -165,12 +165,24 @@ pub struct EngineArgs {
     /// Largest accepted video frame, in pixels (422 above; default 3840x2160).
     #[arg(long, env = "DFSERVE_MAX_VIDEO_PIXELS", default_value_t = 3840 * 2160)]
     pub max_video_pixels: u64,
-    /// Wall-clock limit for each FFmpeg run (probe, decode); past it the video gets 422.
-    #[arg(long, env = "DFSERVE_VIDEO_DECODE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// Wall-clock limit for all FFmpeg work on one video (probe and decode); past it the video
+    /// gets 503 (the server is likely busy). Keep it below --request-timeout, which answers 504.
+    #[arg(long, env = "DFSERVE_VIDEO_DECODE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub video_decode_timeout: Duration,
     /// Address-space limit of each FFmpeg process, in bytes.
-    #[arg(long, env = "DFSERVE_VIDEO_MEMORY_BYTES", default_value_t = 4 << 30)]
+    #[arg(long, env = "DFSERVE_VIDEO_MEMORY_BYTES", default_value_t = 2 << 30)]
     pub video_memory_bytes: u64,
+    /// FFmpeg scales sampled frames down so that their longer side is at most this many pixels
+    /// (faces are found at 320x240 and classified at 256x256, so more detail is not used).
+    #[arg(long, env = "DFSERVE_VIDEO_MAX_SIDE", default_value_t = 1280)]
+    pub video_max_side: u32,
+    /// Videos decoded at once, server-wide (one FFmpeg process each); more get 429 `busy` at
+    /// once. Default: the cores the process may use.
+    #[arg(long, env = "DFSERVE_MAX_FFMPEG_PROCESSES")]
+    pub max_ffmpeg_processes: Option<usize>,
+    /// Decoded frames of one video that may wait for or be in scoring at once.
+    #[arg(long, env = "DFSERVE_VIDEO_FRAMES_IN_FLIGHT", default_value_t = 4)]
+    pub video_frames_in_flight: usize,
 }
 
 impl EngineArgs {
@@ -209,6 +221,12 @@ impl EngineArgs {
             max_pixels: self.max_video_pixels,
             decode_timeout: self.video_decode_timeout,
             ffmpeg_memory: self.video_memory_bytes,
+            max_side: self.video_max_side.max(16),
+            max_concurrent: self
+                .max_ffmpeg_processes
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+            frames_in_flight: self.video_frames_in_flight.max(1),
         }
     }
 }

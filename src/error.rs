@@ -23,6 +23,18 @@ pub enum CoreError {
     /// The image declares more pixels than `--max-image-pixels`; rejected before decoding.
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels} (--max-image-pixels)")]
     ImageTooLarge { width: u32, height: u32, pixels: u64, max_pixels: u64 },
+    /// The upload looks like a video but cannot be decoded, or is a manifest or playlist.
+    #[error("cannot decode video: {0}")]
+    UndecodableVideo(String),
+    /// The video lasts longer than `--max-video-duration`.
+    #[error("{0}")]
+    VideoTooLong(String),
+    /// The video's frames are larger than `--max-video-pixels`.
+    #[error("{0}")]
+    VideoTooLarge(String),
+    /// A server-wide budget (FFmpeg runs) is spent: the caller should back off and retry.
+    #[error("{0}")]
+    Busy(String),
     /// No model of that name (or version, or it is not of the kind needed). The payload names
     /// what was asked for, e.g. `'nope'` or `'meso4_df' version '7'`.
     #[error("unknown model {0}; GET /v1/models lists the loaded models")]
@@ -45,7 +57,10 @@ impl CoreError {
     /// Errors about the server's state rather than one item (overload, deadline, draining):
     /// a request of several items fails as a whole on these, so its client backs off.
     pub fn fails_whole_request(&self) -> bool {
-        matches!(self, CoreError::QueueFull(_) | CoreError::DeadlineExceeded(_) | CoreError::Unavailable(_))
+        matches!(
+            self,
+            CoreError::QueueFull(_) | CoreError::Busy(_) | CoreError::DeadlineExceeded(_) | CoreError::Unavailable(_)
+        )
     }
 
     /// A stable machine-readable code for clients, the same across protocols.
@@ -56,6 +71,10 @@ impl CoreError {
             CoreError::PayloadTooLarge(_) => "payload_too_large",
             CoreError::UndecodableImage(_) => "undecodable_image",
             CoreError::ImageTooLarge { .. } => "image_too_large",
+            CoreError::UndecodableVideo(_) => "undecodable_video",
+            CoreError::VideoTooLong(_) => "video_too_long",
+            CoreError::VideoTooLarge(_) => "video_too_large",
+            CoreError::Busy(_) => "busy",
             CoreError::ModelNotFound(_) => "model_not_found",
             CoreError::QueueFull(_) => "queue_full",
             CoreError::DeadlineExceeded(_) => "deadline_exceeded",

@@ -19,6 +19,7 @@ use crate::config::ServeArgs;
 use crate::core::InferCore;
 use crate::detect::Detector;
 use crate::metrics::Metrics;
+use crate::video::VideoDecoder;
 
 /// PEM certificate chain and key for `--tls-cert` / `--tls-key`.
 type TlsPem = (Vec<u8>, Vec<u8>);
@@ -28,7 +29,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let metrics = Arc::new(Metrics::new());
     let settings = args.engine.core_settings();
     let core = Arc::new(tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??);
-    let detector = Arc::new(Detector::new(core.clone(), args.engine.video_settings()));
+    let video = VideoDecoder::start(args.engine.video_settings()).await;
+    let detector = Arc::new(Detector::new(core.clone(), video));
     let keys = load_keys(args.api_key_file.as_ref())?;
     let tls = load_tls(&args)?;
 

@@ -124,6 +124,7 @@ fn grpc_as_json(r: &DetectResponse) -> Value {
                 ("frames_sampled", json!(video.frames_sampled)),
                 ("frames_with_faces", json!(video.frames_with_faces)),
                 ("aggregation", json!(video.aggregation)),
+                ("sampling", json!(video.sampling)),
             ] {
                 v[k] = val;
             }

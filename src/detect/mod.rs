@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
 use crate::verdict::{self, Label, Status};
-use crate::video::VideoSettings;
+use crate::video::{Container, Sniffed, VideoDecoder};
 pub use request::{DetectOptions, DetectParams};
 pub use video::{VideoResult, VideoTimings};
 
@@ -65,11 +65,11 @@ impl Detection {
 /// The detect layer: the inference core plus what only uploads need (video decoding).
 pub struct Detector {
     core: Arc<InferCore>,
-    video: VideoSettings,
+    video: VideoDecoder,
 }
 
 impl Detector {
-    pub fn new(core: Arc<InferCore>, video: VideoSettings) -> Detector {
+    pub fn new(core: Arc<InferCore>, video: VideoDecoder) -> Detector {
         Detector { core, video }
     }
 
@@ -82,12 +82,18 @@ impl Detector {
         params.validate(&self.core)
     }
 
-    /// Scores one upload, image or video, told apart by its bytes.
+    /// Scores one upload, image or video, told apart by its bytes. Manifests and playlists
+    /// (which name other resources) are refused before anything reads them.
     pub async fn detect(&self, bytes: Bytes, opts: &DetectOptions, deadline: Instant) -> Result<Detection, CoreError> {
-        if crate::video::is_video(&bytes) {
-            self.detect_video(bytes, opts, deadline).await.map(Detection::Video)
-        } else {
-            self.detect_image(bytes, opts, deadline).await.map(Detection::Image)
+        match crate::video::sniff(&bytes) {
+            Sniffed::Video(container) => {
+                self.detect_video(bytes, container, opts, deadline).await.map(Detection::Video)
+            }
+            Sniffed::Refused(why) => {
+                self.core.metrics.videos.with_label_values(&["error"]).inc();
+                Err(CoreError::UndecodableVideo(why.into()))
+            }
+            Sniffed::Other => self.detect_image(bytes, opts, deadline).await.map(Detection::Image),
         }
     }
 
@@ -116,12 +122,13 @@ impl Detector {
     async fn detect_video(
         &self,
         bytes: Bytes,
+        container: Container,
         opts: &DetectOptions,
         deadline: Instant,
     ) -> Result<VideoResult, CoreError> {
         self.core.admit()?;
         let started = Instant::now();
-        let work = video::score_video(&self.core, &self.video, bytes, opts, deadline);
+        let work = video::score_video(&self.core, &self.video, bytes, container, opts, deadline);
         let result = self.bounded(deadline, work).await;
         let word = result.as_ref().map_or("error", |v| verdict::word(v.status, v.label));
         let m = &self.core.metrics;

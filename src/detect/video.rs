@@ -1,28 +1,35 @@
-//! A video through the detect layer: FFmpeg samples frames (`crate::video`), every frame is
-//! scored by the core's image pipeline, and faces are linked into tracks whose scores make the
-//! video's verdict.
+//! A video through the detect layer: FFmpeg streams the sampled frames (`crate::video`), each
+//! frame is scored by the core's image pipeline as soon as it arrives, and faces are linked
+//! into tracks whose scores make the video's verdict.
+//!
+//! At most `--video-frames-in-flight` frames of one video are decoded and not yet scored: the
+//! next frame is read from FFmpeg only when a slot frees up, and FFmpeg blocks on its pipe
+//! meanwhile. So a video's frames never pile up in memory, whatever their number or size.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::request::DetectOptions;
 use crate::core::image::ms;
-use crate::core::{InferCore, Picture};
+use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
 use crate::verdict::{self, Label, Status};
-use crate::video::{self, track, Aggregation, VideoSettings};
+use crate::video::{track, Aggregation, Container, VideoDecoder};
 
-/// Wall time of each stage of one video, in milliseconds; the stages run one after another.
+/// Wall time of each stage of one video, in milliseconds; the stages follow one another.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct VideoTimings {
-    /// Writing the upload to a private file and reading its metadata with ffprobe.
+    /// Storing the upload in a private file and reading its metadata with ffprobe.
     pub probe_ms: f64,
-    /// Decoding the sampled frames with FFmpeg.
+    /// From the start of decoding until FFmpeg delivered the last sampled frame. Frames are
+    /// scored while later ones decode, so most scoring happens inside this span.
     pub decode_ms: f64,
-    /// Scoring every sampled frame (side by side, through the shared batchers).
+    /// From the last decoded frame until the last frame's score.
     pub score_ms: f64,
     pub total_ms: f64,
 }
@@ -37,6 +44,8 @@ pub struct VideoResult {
     pub frames_sampled: usize,
     pub frames_with_faces: usize,
     pub aggregation: Aggregation,
+    /// How the samples were decoded: `sequential`, `sequential_ref_frames` or `seek`.
+    pub sampling: &'static str,
     /// `ok` or `no_face`.
     pub status: Status,
     /// Highest track score; null when no frame had a face.
@@ -47,36 +56,62 @@ pub struct VideoResult {
     pub timings: VideoTimings,
 }
 
+type Scored = (u64, f64, ImageResult);
+
 /// Scores one uploaded video. The caller has admitted the request and bounds it with `deadline`.
 pub(super) async fn score_video(
-    core: &InferCore,
-    settings: &VideoSettings,
+    core: &Arc<InferCore>,
+    decoder: &VideoDecoder,
     bytes: Bytes,
+    container: Container,
     opts: &DetectOptions,
     deadline: Instant,
 ) -> Result<VideoResult, CoreError> {
     let started = Instant::now();
-    let sampled = video::sample_frames(bytes, opts.sampling, settings).await?;
-    let p = sampled.probe;
-    core.metrics.stage_seconds.with_label_values(&["video_decode"]).observe(sampled.decode_time.as_secs_f64());
-    core.metrics.video_frames.inc_by(sampled.frames.len() as u64);
-
-    // Every frame goes through the shared batchers at once, so frames of this video and of
-    // other requests share model runs.
+    let mut video = decoder.open(bytes, container, opts.sampling, deadline).await?;
+    let slots = Arc::new(Semaphore::new(decoder.settings().frames_in_flight.max(1)));
+    // Dropping the set (the request went away) aborts every frame still being scored.
+    let mut tasks: JoinSet<Result<Scored, CoreError>> = JoinSet::new();
+    let mut scored = Vec::new();
+    loop {
+        let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let Some(frame) = video.next_frame().await? else { break };
+        let (core, image_opts) = (core.clone(), opts.image.clone());
+        tasks.spawn(async move {
+            let r = core.score_picture(Picture::Decoded(Arc::new(frame.image)), &image_opts, deadline).await;
+            drop(slot);
+            r.map(|r| (frame.index, frame.time_s, r))
+        });
+        // A frame that failed (overload, deadline) fails the video now, not after decoding.
+        while let Some(done) = tasks.try_join_next() {
+            scored.push(joined(done)?);
+        }
+    }
+    let decode_ms = ms(video.decode_started.elapsed());
+    core.metrics.stage_seconds.with_label_values(&["video_decode"]).observe(decode_ms / 1e3);
+    let (p, (sx, sy), strategy, probe_time) = (video.probe.clone(), video.scale, video.strategy, video.probe_time);
+    // FFmpeg has finished: free its budget slot and the temporary file before the last scores.
+    drop(video);
     let t0 = Instant::now();
-    let futures = sampled.frames.into_iter().map(|(idx, img)| async move {
-        core.score_picture(Picture::Decoded(Arc::new(img)), &opts.image, deadline).await.map(|r| (idx, r))
-    });
-    let scored = futures::future::join_all(futures).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    while let Some(done) = tasks.join_next().await {
+        scored.push(joined(done)?);
+    }
     let score_ms = ms(t0.elapsed());
+    if scored.is_empty() {
+        return Err(CoreError::UndecodableVideo("no frame could be decoded from the video".into()));
+    }
+    scored.sort_by_key(|(index, ..)| *index);
+    core.metrics.video_frames.inc_by(scored.len() as u64);
     let frames_sampled = scored.len();
-    let frames_with_faces = scored.iter().filter(|(_, r)| !r.faces.is_empty()).count();
+    let frames_with_faces = scored.iter().filter(|(.., r)| !r.faces.is_empty()).count();
+    // Boxes back in pixels of the video as uploaded (frames were scaled down inside FFmpeg).
+    let upright = |b: [f32; 4]| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy];
     let observations: Vec<track::FrameFaces> = scored
         .into_iter()
-        .map(|(idx, r)| track::FrameFaces {
-            frame: idx,
-            time_s: idx as f64 / p.fps,
-            faces: r.faces.iter().map(|f| (f.bbox, f.confidence, f.score)).collect(),
+        .map(|(frame, time_s, r)| track::FrameFaces {
+            frame,
+            time_s,
+            faces: r.faces.iter().map(|f| (upright(f.bbox), f.confidence, f.score)).collect(),
         })
         .collect();
     let tracks = track::build_tracks(&observations, 0.3, opts.aggregation);
@@ -91,16 +126,16 @@ pub(super) async fn score_video(
         frames_sampled,
         frames_with_faces,
         aggregation: opts.aggregation,
+        sampling: strategy.as_str(),
         status,
         score,
         label,
         threshold,
         tracks,
-        timings: VideoTimings {
-            probe_ms: ms(sampled.probe_time),
-            decode_ms: ms(sampled.decode_time),
-            score_ms,
-            total_ms: ms(started.elapsed()),
-        },
+        timings: VideoTimings { probe_ms: ms(probe_time), decode_ms, score_ms, total_ms: ms(started.elapsed()) },
     })
+}
+
+fn joined(done: Result<Result<Scored, CoreError>, tokio::task::JoinError>) -> Result<Scored, CoreError> {
+    done.unwrap_or_else(|e| Err(CoreError::Inference(format!("frame scoring task failed: {e}"))))
 }

@@ -276,7 +276,8 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let core =
                 tokio::task::spawn_blocking(move || InferCore::load(settings, Arc::new(Metrics::new()))).await??;
             core.warm_up().await?;
-            Scorer::Local(Arc::new(Detector::new(Arc::new(core), args.engine.video_settings())))
+            let video = crate::video::VideoDecoder::start(args.engine.video_settings()).await.waiting_for_budget();
+            Scorer::Local(Arc::new(Detector::new(Arc::new(core), video)))
         }
     };
 

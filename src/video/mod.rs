@@ -1,24 +1,33 @@
-//! Video input: probe and decode with FFmpeg in a separate process and sample frames; link faces
-//! into tracks and aggregate them (`track`). Scoring the frames is the detect layer's job
-//! (`crate::detect::video`): this module knows nothing of models.
+//! Video input: untrusted uploads decoded by a confined FFmpeg, sampled frames streamed out one
+//! at a time; face tracks and their aggregation (`track`). Scoring the frames is the detect
+//! layer's job (`crate::detect::video`): this module knows nothing of models.
 //!
-//! FFmpeg runs as a child process (not linked in): a hostile file that crashes or hangs the
-//! decoder takes down only that process. Each run has a wall-clock limit, an address-space
-//! limit and a thread cap, and is killed when the request goes away. The upload is written to
-//! a private temporary file (MP4 needs a seekable input) that is deleted when the request ends.
+//! An upload is admitted against a server-wide budget of FFmpeg runs (429 `busy` when full,
+//! before any work), its container is sniffed and forced ([`container`]), it is written to a
+//! private temporary file (MP4 needs a seekable input), probed, checked against the limits,
+//! and decoded with the cheapest strategy for its samples ([`plan`]). FFmpeg scales frames
+//! down to `--video-max-side` itself and writes them to a pipe that is read one frame at a time,
+//! so memory per video does not grow with resolution or frame count.
 
+pub mod container;
+mod ffmpeg;
+mod plan;
+mod probe;
 pub mod track;
 
-use std::path::Path;
-use std::process::Stdio;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use image::RgbImage;
-use serde::Deserialize;
-use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::CoreError;
+pub use container::{sniff, Container, Sniffed};
+use ffmpeg::{Confinement, FrameRun, RunError};
+pub use plan::{Sampling, Strategy};
+pub use probe::Probe;
 pub use track::Aggregation;
 
 /// Limits and defaults for video requests (`--max-video-*`, `--video-*`).
@@ -28,286 +37,309 @@ pub struct VideoSettings {
     pub max_frames: usize,
     pub max_duration: Duration,
     pub max_pixels: u64,
+    /// Wall-clock limit of all FFmpeg work for one video.
     pub decode_timeout: Duration,
     /// Address-space limit for each FFmpeg process, in bytes.
     pub ffmpeg_memory: u64,
+    /// Frames are scaled down inside FFmpeg so that their longer side is at most this.
+    pub max_side: u32,
+    /// FFmpeg runs (videos being probed or decoded) at once, server-wide.
+    pub max_concurrent: usize,
+    /// Decoded frames of one video waiting for or being scored.
+    pub frames_in_flight: usize,
 }
 
-/// Which frames to look at.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampling {
-    /// This many frames spread evenly over the clip.
-    Count(usize),
-    /// This many frames per second of video.
-    Rate(f64),
+/// Largest ffprobe output accepted (JSON metadata, or one line per packet for keyframes).
+const MAX_PROBE_OUTPUT: usize = 16 << 20;
+
+/// The FFmpeg side of video requests: settings, the server-wide budget and how children run.
+pub struct VideoDecoder {
+    settings: VideoSettings,
+    budget: Arc<Semaphore>,
+    /// Wait for a budget slot instead of refusing (`dfserve score`, which has no client to
+    /// tell to retry).
+    wait_for_budget: bool,
+    confinement: Confinement,
 }
 
-/// True when the bytes look like a container dfserve decodes as video (MP4/MOV, WebM/MKV, AVI).
-pub fn is_video(b: &[u8]) -> bool {
-    let mp4 = b.len() >= 12 && &b[4..8] == b"ftyp";
-    let mov = b.len() >= 8 && matches!(&b[4..8], b"moov" | b"mdat" | b"wide" | b"free");
-    let ebml = b.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]);
-    let avi = b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"AVI ";
-    mp4 || mov || ebml || avi
+/// One sampled frame.
+pub struct Frame {
+    /// Frame number (presentation time x frame rate, from the start of the stream).
+    pub index: u64,
+    /// Seconds from the start of the stream.
+    pub time_s: f64,
+    /// Scaled to at most `--video-max-side`; see [`OpenVideo::scale`].
+    pub image: RgbImage,
 }
 
-#[derive(Debug, Deserialize)]
-struct ProbeOutput {
-    #[serde(default)]
-    streams: Vec<ProbeStream>,
-    format: Option<ProbeFormat>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ProbeStream {
-    codec_type: Option<String>,
-    codec_name: Option<String>,
-    width: Option<u32>,
-    height: Option<u32>,
-    avg_frame_rate: Option<String>,
-    r_frame_rate: Option<String>,
-    nb_frames: Option<String>,
-    duration: Option<String>,
-    #[serde(default)]
-    side_data_list: Vec<serde_json::Value>,
-    #[serde(default)]
-    tags: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ProbeFormat {
-    duration: Option<String>,
-}
-
-/// What ffprobe says about the video stream, with the frame size as FFmpeg outputs it (upright).
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub width: u32,
-    pub height: u32,
-    pub fps: f64,
-    pub duration: f64,
-    /// Frames in the stream (counted, or duration x fps).
-    pub frames: u64,
-    pub codec: String,
-}
-
-fn rate(s: &Option<String>) -> Option<f64> {
-    let s = s.as_deref()?;
-    let (n, d) = s.split_once('/').unwrap_or((s, "1"));
-    let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
-    (d > 0.0 && n > 0.0).then_some(n / d)
-}
-
-fn unprocessable(msg: impl Into<String>) -> CoreError {
-    CoreError::UndecodableImage(msg.into())
-}
-
-/// Runs an FFmpeg tool with the time, memory and thread limits; returns its stdout.
-async fn run_limited(
-    program: &str,
-    args: &[&str],
-    timeout: Duration,
-    memory: u64,
-    what: &str,
-) -> Result<(Vec<u8>, String), CoreError> {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit { rlim_cur: memory as libc::rlim_t, rlim_max: memory as libc::rlim_t };
-            libc::setrlimit(libc::RLIMIT_AS, &lim);
-            let core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            libc::setrlimit(libc::RLIMIT_CORE, &core);
-            Ok(())
-        });
+impl VideoDecoder {
+    /// Checks once whether FFmpeg children can get their own network namespace.
+    pub async fn start(settings: VideoSettings) -> VideoDecoder {
+        let isolate_network = ffmpeg::network_isolation_works("ffmpeg").await;
+        if isolate_network {
+            tracing::info!("FFmpeg runs in its own empty network namespace");
+        } else {
+            tracing::warn!(
+                "FFmpeg cannot be given its own network namespace here (needs root or CAP_SYS_ADMIN); it still reads only the upload (forced demuxer, protocol whitelist `file`), see SECURITY.md"
+            );
+        }
+        VideoDecoder::new(settings, isolate_network)
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        CoreError::Unavailable(format!(
-            "cannot run {program} ({e}); install FFmpeg (scripts/setup.sh does) to score videos"
-        ))
-    })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let work = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        a.and(b).map_err(|e| unprocessable(format!("reading {what} output: {e}")))?;
-        let status = child.wait().await.map_err(|e| unprocessable(format!("{what}: {e}")))?;
-        Ok::<_, CoreError>((status, out, String::from_utf8_lossy(&err).into_owned()))
+
+    pub fn new(settings: VideoSettings, isolate_network: bool) -> VideoDecoder {
+        VideoDecoder {
+            budget: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            wait_for_budget: false,
+            confinement: Confinement { memory: settings.ffmpeg_memory, isolate_network },
+            settings,
+        }
+    }
+
+    /// Makes uploads wait for a budget slot rather than be refused with `busy`.
+    pub fn waiting_for_budget(mut self) -> VideoDecoder {
+        self.wait_for_budget = true;
+        self
+    }
+
+    pub fn settings(&self) -> &VideoSettings {
+        &self.settings
+    }
+
+    /// Admits, stores, probes and checks one upload, and starts decoding its samples. FFmpeg
+    /// work ends by `min(deadline, now + --video-decode-timeout)`.
+    pub async fn open(
+        &self,
+        bytes: Bytes,
+        container: Container,
+        sampling: Option<Sampling>,
+        deadline: Instant,
+    ) -> Result<OpenVideo, CoreError> {
+        let permit = if self.wait_for_budget {
+            self.budget.clone().acquire_owned().await.expect("the budget is never closed")
+        } else {
+            self.budget.clone().try_acquire_owned().map_err(|_| {
+                CoreError::Busy(format!(
+                    "{} videos are being decoded already (--max-ffmpeg-processes); retry shortly",
+                    self.settings.max_concurrent
+                ))
+            })?
+        };
+        let started = Instant::now();
+        let s = &self.settings;
+        let ffmpeg_deadline = deadline.min(started + s.decode_timeout);
+        // Private temporary file (mode 0600), removed when the `OpenVideo` drops.
+        let file = tokio::task::spawn_blocking(move || {
+            let mut f = tempfile::Builder::new().prefix("dfserve-video-").tempfile()?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(|e| CoreError::Inference(format!("writing the upload: {e}")))?
+        .map_err(|e| CoreError::Unavailable(format!("cannot store the upload for decoding: {e}")))?;
+        let input = format!("file:{}", file.path().display());
+
+        let json = self.ffprobe(container, &input, &["-show_format", "-show_streams"], ffmpeg_deadline).await?;
+        let p = probe::parse(&json).map_err(|m| CoreError::UndecodableVideo(m.into()))?;
+        if p.duration > s.max_duration.as_secs_f64() {
+            return Err(CoreError::VideoTooLong(format!(
+                "video lasts {:.1} s, over the limit of {:.0} s (--max-video-duration)",
+                p.duration,
+                s.max_duration.as_secs_f64()
+            )));
+        }
+        let pixels = p.width as u64 * p.height as u64;
+        if pixels > s.max_pixels {
+            return Err(CoreError::VideoTooLarge(format!(
+                "video is {}x{} = {pixels} pixels per frame, over the limit of {} (--max-video-pixels)",
+                p.width, p.height, s.max_pixels
+            )));
+        }
+        let targets = plan::targets(&p, sampling.unwrap_or(Sampling::Count(s.default_frames)), s.max_frames);
+        let keyframes = if plan::worth_seeking(&p, &targets) {
+            let csv = self
+                .ffprobe(
+                    container,
+                    &input,
+                    &["-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"],
+                    ffmpeg_deadline,
+                )
+                .await?;
+            Some(probe::parse_keyframes(&csv))
+        } else {
+            None
+        };
+        let strategy = plan::choose(&p, &targets, keyframes.as_deref());
+        let (w, h) = scaled_size(p.width, p.height, s.max_side);
+        let runs = decode_runs(container, &input, &targets, strategy, (w, h));
+        Ok(OpenVideo {
+            scale: (p.width as f32 / w as f32, p.height as f32 / h as f32),
+            probe: p,
+            strategy,
+            probe_time: started.elapsed(),
+            runs,
+            current: None,
+            frame_size: (w, h),
+            confinement: self.confinement.clone(),
+            deadline: ffmpeg_deadline,
+            decode_started: Instant::now(),
+            _file: file,
+            _permit: permit,
+        })
+    }
+
+    async fn ffprobe(
+        &self,
+        container: Container,
+        input: &str,
+        what: &[&str],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, CoreError> {
+        let mut args = strings(&["-v", "error", "-select_streams", "v:0", "-print_format", "json"]);
+        if what.contains(&"-of") {
+            args.truncate(4);
+        }
+        args.extend(input_args(container, input));
+        args.extend(strings(what));
+        ffmpeg::run("ffprobe", &args, &self.confinement, deadline, MAX_PROBE_OUTPUT)
+            .await
+            .map_err(|e| run_error(e, self.settings.decode_timeout))
+    }
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// The input side of every FFmpeg and ffprobe run: the demuxer forced to the sniffed
+/// container, only the `file` protocol, the path given as a `file:` URL (so no name in it can
+/// be read as another protocol), external references off.
+fn input_args(container: Container, input: &str) -> Vec<String> {
+    let mut args = strings(&["-protocol_whitelist", "file", "-f", container.demuxer()]);
+    if container == Container::Mp4 {
+        args.extend(strings(&["-enable_drefs", "0"]));
+    }
+    args.extend(strings(&["-i", input]));
+    args
+}
+
+/// `(w, h)` scaled so that the longer side is at most `max_side`, rounded to even numbers.
+fn scaled_size(w: u32, h: u32, max_side: u32) -> (u32, u32) {
+    let longer = w.max(h);
+    if longer <= max_side.max(2) {
+        return (w, h);
+    }
+    let f = max_side as f64 / longer as f64;
+    let even = |v: u32| (((v as f64 * f) / 2.0).round() as u32 * 2).max(2);
+    (even(w), even(h))
+}
+
+/// The FFmpeg argument lists that produce the samples, in order: one run for sequential
+/// decoding, one per sample when seeking.
+fn decode_runs(
+    container: Container,
+    input: &str,
+    targets: &[f64],
+    strategy: Strategy,
+    (w, h): (u32, u32),
+) -> VecDeque<Vec<String>> {
+    let run = |seek: Option<f64>, select: Option<String>, frames: usize, skip_nonref: bool| {
+        let mut args = strings(&["-nostdin", "-hide_banner", "-nostats", "-v", "info", "-threads", "2"]);
+        args.extend(strings(&["-filter_threads", "1", "-copyts"]));
+        if let Some(t) = seek {
+            args.extend(["-ss".to_string(), format!("{t:.6}")]);
+        }
+        if skip_nonref {
+            args.extend(strings(&["-skip_frame", "noref"]));
+        }
+        args.extend(input_args(container, input));
+        let mut filters = select.map(|e| vec![format!("select='{e}'")]).unwrap_or_default();
+        filters.push("showinfo".into());
+        filters.push(format!("scale={w}:{h}:flags=bilinear"));
+        args.extend(strings(&["-map", "0:v:0", "-an", "-sn", "-dn", "-vf"]));
+        args.push(filters.join(","));
+        args.extend(strings(&["-fps_mode", "passthrough", "-frames:v"]));
+        args.push(frames.to_string());
+        args.extend(strings(&["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]));
+        args
     };
-    match tokio::time::timeout(timeout, work).await {
-        Err(_) => Err(unprocessable(format!(
-            "{what} did not finish within {timeout:?} (--video-decode-timeout); the file is too long or malformed"
-        ))),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok((status, out, err))) if status.success() => Ok((out, err)),
-        Ok(Ok((_, _, err))) => {
-            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim();
-            Err(unprocessable(format!("cannot decode video: {last}")))
+    match strategy {
+        Strategy::Sequential { skip_nonref } => {
+            VecDeque::from([run(None, Some(plan::select_expr(targets)), targets.len(), skip_nonref)])
+        }
+        Strategy::Seek => targets.iter().map(|t| run(Some(*t), None, 1, false)).collect(),
+    }
+}
+
+/// A probed upload whose samples are being decoded. Dropping it kills FFmpeg, deletes the
+/// temporary file and returns the budget slot.
+pub struct OpenVideo {
+    pub probe: Probe,
+    /// Original pixels per decoded pixel, horizontally and vertically.
+    pub scale: (f32, f32),
+    pub strategy: Strategy,
+    /// Storing and probing the upload.
+    pub probe_time: Duration,
+    /// When decoding started (after the probe).
+    pub decode_started: Instant,
+    runs: VecDeque<Vec<String>>,
+    current: Option<FrameRun>,
+    frame_size: (u32, u32),
+    confinement: Confinement,
+    deadline: Instant,
+    _file: tempfile::NamedTempFile,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenVideo {
+    /// The next sample, or `None` when every run has finished.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>, CoreError> {
+        let (w, h) = self.frame_size;
+        let timeout = self.deadline.saturating_duration_since(self.decode_started);
+        loop {
+            if self.current.is_none() {
+                let Some(args) = self.runs.pop_front() else { return Ok(None) };
+                let run =
+                    FrameRun::spawn("ffmpeg", &args, &self.confinement, w as usize * h as usize * 3, self.deadline)
+                        .map_err(|e| run_error(e, timeout))?;
+                self.current = Some(run);
+            }
+            let run = self.current.as_mut().expect("set above");
+            match run.next().await.map_err(|e| run_error(e, timeout))? {
+                Some((pixels, pts)) => {
+                    let p = &self.probe;
+                    let time_s = if pts.is_finite() { (pts - p.start).max(0.0) } else { 0.0 };
+                    let image = RgbImage::from_raw(w, h, pixels).expect("buffer is exactly one frame");
+                    return Ok(Some(Frame { index: (time_s * p.fps).round() as u64, time_s, image }));
+                }
+                None => self.current = None,
+            }
         }
     }
 }
 
-async fn probe(path: &Path, s: &VideoSettings) -> Result<Probe, CoreError> {
-    let p = path.to_string_lossy();
-    let (out, _) = run_limited(
-        "ffprobe",
-        &["-v", "error", "-print_format", "json", "-show_format", "-show_streams", &p],
-        s.decode_timeout,
-        s.ffmpeg_memory,
-        "ffprobe",
-    )
-    .await?;
-    let parsed: ProbeOutput =
-        serde_json::from_slice(&out).map_err(|e| unprocessable(format!("cannot read the video's metadata: {e}")))?;
-    let v = parsed
-        .streams
-        .iter()
-        .find(|s| s.codec_type.as_deref() == Some("video") && s.width.is_some())
-        .ok_or_else(|| unprocessable("the file has no video stream"))?;
-    let (mut width, mut height) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
-    // FFmpeg rotates frames upright on output; report and allocate for the rotated size.
-    let rotation = v
-        .side_data_list
-        .iter()
-        .find_map(|d| d.get("rotation").and_then(|r| r.as_f64()))
-        .or_else(|| v.tags.get("rotate").and_then(|r| r.as_str()).and_then(|r| r.parse().ok()))
-        .unwrap_or(0.0);
-    if (rotation.abs() as i64) % 180 == 90 {
-        std::mem::swap(&mut width, &mut height);
+/// The client-facing error for a failed FFmpeg run; the details go to the log only.
+fn run_error(e: RunError, timeout: Duration) -> CoreError {
+    match e {
+        RunError::Spawn(m) => {
+            tracing::error!(error = %m, "cannot start FFmpeg");
+            CoreError::Unavailable("the video decoder cannot be started; install FFmpeg (scripts/setup.sh does)".into())
+        }
+        RunError::TimedOut => CoreError::Unavailable(format!(
+            "decoding the video did not finish within {:.0} s (--video-decode-timeout); the server may be busy, retry later",
+            timeout.as_secs_f64()
+        )),
+        RunError::Failed { signal: Some(libc::SIGKILL), log } => {
+            tracing::warn!(log = %log, "FFmpeg was killed");
+            CoreError::Unavailable("the video decoder was stopped; retry later".into())
+        }
+        RunError::Failed { signal, log } => {
+            tracing::info!(signal = ?signal, log = %log, "FFmpeg could not decode an upload");
+            CoreError::UndecodableVideo(
+                "the video cannot be decoded (corrupt, truncated, or a codec FFmpeg does not support)".into(),
+            )
+        }
+        RunError::TooMuchOutput => CoreError::UndecodableVideo("the video's metadata is too large".into()),
     }
-    let fps = rate(&v.avg_frame_rate).or_else(|| rate(&v.r_frame_rate)).unwrap_or(25.0);
-    let duration = v
-        .duration
-        .as_deref()
-        .or(parsed.format.as_ref().and_then(|f| f.duration.as_deref()))
-        .and_then(|d| d.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let frames = v
-        .nb_frames
-        .as_deref()
-        .and_then(|n| n.parse::<u64>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| (duration * fps).round().max(1.0) as u64);
-    if width == 0 || height == 0 {
-        return Err(unprocessable("the video stream has no size"));
-    }
-    Ok(Probe { width, height, fps, duration, frames, codec: v.codec_name.clone().unwrap_or_default() })
-}
-
-/// Frame numbers to decode: `count` spread evenly (centre of each equal slice), or one every
-/// `1/rate` seconds; never more than `max`.
-pub fn sample_indices(total_frames: u64, fps: f64, sampling: Sampling, max: usize) -> Vec<u64> {
-    let total = total_frames.max(1);
-    let want = match sampling {
-        Sampling::Count(n) => n,
-        Sampling::Rate(r) => ((total as f64 / fps.max(1e-6)) * r).floor().max(1.0) as usize,
-    }
-    .clamp(1, max.max(1));
-    let n = want.min(total as usize);
-    let mut out: Vec<u64> =
-        (0..n).map(|i| (((i as f64 + 0.5) * total as f64 / n as f64).floor() as u64).min(total - 1)).collect();
-    out.dedup();
-    out
-}
-
-async fn decode_frames(
-    path: &Path,
-    p: &Probe,
-    indices: &[u64],
-    s: &VideoSettings,
-) -> Result<Vec<(u64, RgbImage)>, CoreError> {
-    let select = indices.iter().map(|i| format!("eq(n\\,{i})")).collect::<Vec<_>>().join("+");
-    let filter = format!("select='{select}'");
-    let path = path.to_string_lossy();
-    let (out, _) = run_limited(
-        "ffmpeg",
-        &[
-            "-v",
-            "error",
-            "-nostdin",
-            "-threads",
-            "2",
-            "-i",
-            &path,
-            "-map",
-            "0:v:0",
-            "-vf",
-            &filter,
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "pipe:1",
-        ],
-        s.decode_timeout,
-        s.ffmpeg_memory,
-        "ffmpeg",
-    )
-    .await?;
-    let frame_len = p.width as usize * p.height as usize * 3;
-    if out.len() < frame_len {
-        return Err(unprocessable("no frame could be decoded from the video"));
-    }
-    Ok(out
-        .chunks_exact(frame_len)
-        .zip(indices)
-        .map(|(px, idx)| (*idx, RgbImage::from_raw(p.width, p.height, px.to_vec()).expect("exact frame size")))
-        .collect())
-}
-
-/// A probed video and the frames sampled from it, in frame order.
-pub struct SampledVideo {
-    pub probe: Probe,
-    /// (frame number, pixels).
-    pub frames: Vec<(u64, RgbImage)>,
-    pub probe_time: Duration,
-    pub decode_time: Duration,
-}
-
-/// Probes an uploaded video, checks it against the limits and decodes the frames `sampling`
-/// picks (the settings' default count when `None`).
-pub async fn sample_frames(
-    bytes: Bytes,
-    sampling: Option<Sampling>,
-    s: &VideoSettings,
-) -> Result<SampledVideo, CoreError> {
-    let started = Instant::now();
-    // Private temporary file, removed when `file` drops (end of this request).
-    let file = tokio::task::spawn_blocking(move || {
-        let mut f = tempfile::Builder::new().prefix("dfserve-video-").tempfile()?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        Ok::<_, std::io::Error>(f)
-    })
-    .await
-    .map_err(|e| CoreError::Inference(format!("writing the upload: {e}")))?
-    .map_err(|e| CoreError::Inference(format!("writing the upload to a temporary file: {e}")))?;
-
-    let p = probe(file.path(), s).await?;
-    let probe_time = started.elapsed();
-    if p.duration > s.max_duration.as_secs_f64() {
-        return Err(unprocessable(format!(
-            "video lasts {:.1} s, over the limit of {:.0} s (--max-video-duration)",
-            p.duration,
-            s.max_duration.as_secs_f64()
-        )));
-    }
-    let pixels = p.width as u64 * p.height as u64;
-    if pixels > s.max_pixels {
-        return Err(unprocessable(format!(
-            "video is {}x{} = {pixels} pixels per frame, over the limit of {} (--max-video-pixels)",
-            p.width, p.height, s.max_pixels
-        )));
-    }
-    let sampling = sampling.unwrap_or(Sampling::Count(s.default_frames));
-    let indices = sample_indices(p.frames, p.fps, sampling, s.max_frames);
-    let t0 = Instant::now();
-    let frames = decode_frames(file.path(), &p, &indices, s).await?;
-    Ok(SampledVideo { probe: p, frames, probe_time, decode_time: t0.elapsed() })
 }
 
 #[cfg(test)]
@@ -315,29 +347,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sniffs_containers() {
-        assert!(is_video(b"\x00\x00\x00\x20ftypisom\x00\x00"));
-        assert!(is_video(&[0x1A, 0x45, 0xDF, 0xA3, 0x01]));
-        assert!(is_video(b"RIFF\x00\x00\x00\x00AVI LIST"));
-        assert!(!is_video(b"RIFF\x00\x00\x00\x00WEBPVP8 "));
-        assert!(!is_video(b"\xFF\xD8\xFF\xE0\x00\x10JFIF"));
-        assert!(!is_video(b""));
+    fn frames_scale_to_the_longer_side_and_stay_even() {
+        assert_eq!(scaled_size(640, 360, 1280), (640, 360));
+        assert_eq!(scaled_size(3840, 2160, 1280), (1280, 720));
+        assert_eq!(scaled_size(1080, 1920, 1280), (720, 1280));
+        assert_eq!(scaled_size(1001, 3, 100), (100, 2));
     }
 
     #[test]
-    fn samples_spread_evenly_and_respect_caps() {
-        assert_eq!(sample_indices(100, 25.0, Sampling::Count(4), 32), vec![12, 37, 62, 87]);
-        assert_eq!(sample_indices(3, 25.0, Sampling::Count(32), 32), vec![0, 1, 2]);
-        assert_eq!(sample_indices(1000, 25.0, Sampling::Count(64), 10).len(), 10);
-        // 10 s at 25 fps, 2 frames per second -> 20 frames.
-        assert_eq!(sample_indices(250, 25.0, Sampling::Rate(2.0), 128).len(), 20);
-        assert_eq!(sample_indices(0, 25.0, Sampling::Count(5), 32), vec![0]);
-    }
-
-    #[test]
-    fn parses_rates() {
-        assert_eq!(rate(&Some("30000/1001".into())).map(|r| (r * 1000.0).round()), Some(29970.0));
-        assert_eq!(rate(&Some("0/0".into())), None);
-        assert_eq!(rate(&None), None);
+    fn every_run_forces_the_demuxer_and_the_file_protocol() {
+        let runs = decode_runs(Container::Mp4, "file:/tmp/x", &[0.5, 1.5], Strategy::Seek, (64, 36));
+        assert_eq!(runs.len(), 2);
+        for args in &runs {
+            let joined = args.join(" ");
+            assert!(joined.contains("-protocol_whitelist file -f mov -enable_drefs 0 -i file:/tmp/x"), "{joined}");
+            assert!(joined.contains("-frames:v 1"), "{joined}");
+            assert!(joined.ends_with("-f rawvideo -pix_fmt rgb24 pipe:1"), "{joined}");
+        }
+        let runs = decode_runs(
+            Container::Matroska,
+            "file:/tmp/y",
+            &[0.5, 1.5],
+            Strategy::Sequential { skip_nonref: true },
+            (64, 36),
+        );
+        let joined = runs[0].join(" ");
+        assert!(joined.contains("-skip_frame noref -protocol_whitelist file -f matroska -i file:/tmp/y"), "{joined}");
+        assert!(joined.contains("showinfo,scale=64:36"), "{joined}");
+        assert!(joined.contains("-frames:v 2"), "{joined}");
     }
 }

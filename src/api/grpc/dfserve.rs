@@ -79,6 +79,7 @@ fn video_fields(v: VideoResult, resp: &mut pb::DetectResponse) {
         frames_sampled: v.frames_sampled as u32,
         frames_with_faces: v.frames_with_faces as u32,
         aggregation: v.aggregation.as_str().into(),
+        sampling: v.sampling.into(),
         tracks: v
             .tracks
             .into_iter()

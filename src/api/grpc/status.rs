@@ -10,8 +10,11 @@ pub fn status_of(err: &CoreError) -> Code {
         CoreError::BadRequest(_)
         | CoreError::UnsupportedMediaType(_)
         | CoreError::UndecodableImage(_)
-        | CoreError::ImageTooLarge { .. } => Code::InvalidArgument,
-        CoreError::PayloadTooLarge(_) | CoreError::QueueFull(_) => Code::ResourceExhausted,
+        | CoreError::ImageTooLarge { .. }
+        | CoreError::UndecodableVideo(_)
+        | CoreError::VideoTooLong(_)
+        | CoreError::VideoTooLarge(_) => Code::InvalidArgument,
+        CoreError::PayloadTooLarge(_) | CoreError::QueueFull(_) | CoreError::Busy(_) => Code::ResourceExhausted,
         CoreError::ModelNotFound(_) => Code::NotFound,
         CoreError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         CoreError::Unavailable(_) => Code::Unavailable,
@@ -42,6 +45,8 @@ mod tests {
             (CoreError::UndecodableImage("x".into()), Code::InvalidArgument),
             (CoreError::ModelNotFound("m".into()), Code::NotFound),
             (CoreError::QueueFull("m".into()), Code::ResourceExhausted),
+            (CoreError::Busy("ffmpeg".into()), Code::ResourceExhausted),
+            (CoreError::UndecodableVideo("x".into()), Code::InvalidArgument),
             (CoreError::PayloadTooLarge("x".into()), Code::ResourceExhausted),
             (CoreError::DeadlineExceeded(std::time::Duration::from_secs(1)), Code::DeadlineExceeded),
             (CoreError::Unavailable("x".into()), Code::Unavailable),

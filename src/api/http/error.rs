@@ -12,9 +12,13 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
         CoreError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         CoreError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        CoreError::UndecodableImage(_) | CoreError::ImageTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        CoreError::UndecodableImage(_)
+        | CoreError::ImageTooLarge { .. }
+        | CoreError::UndecodableVideo(_)
+        | CoreError::VideoTooLong(_)
+        | CoreError::VideoTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
         CoreError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-        CoreError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::QueueFull(_) | CoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -44,7 +48,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
         let mut resp = (status, Json(json!({ "error": self.0.to_string(), "code": self.0.code() }))).into_response();
-        if matches!(self.0, CoreError::QueueFull(_) | CoreError::Unavailable(_)) {
+        if matches!(self.0, CoreError::QueueFull(_) | CoreError::Busy(_) | CoreError::Unavailable(_)) {
             resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
         }
         resp
@@ -66,6 +70,10 @@ mod tests {
             (CoreError::ImageTooLarge { width: 1, height: 1, pixels: 1, max_pixels: 0 }, 422),
             (CoreError::ModelNotFound("m".into()), 404),
             (CoreError::QueueFull("m".into()), 429),
+            (CoreError::Busy("ffmpeg".into()), 429),
+            (CoreError::UndecodableVideo("x".into()), 422),
+            (CoreError::VideoTooLong("x".into()), 422),
+            (CoreError::VideoTooLarge("x".into()), 422),
             (CoreError::DeadlineExceeded(Duration::from_secs(1)), 504),
             (CoreError::Unavailable("draining".into()), 503),
             (CoreError::Inference("boom".into()), 500),

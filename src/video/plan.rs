@@ -1,0 +1,152 @@
+//! Which frames to sample and how to get them out of FFmpeg with the least decoding.
+//!
+//! A sample is "the first frame shown at or after its target time"; targets are the centres
+//! of equal slices of the clip (less half a frame, so the frame nearest the centre qualifies).
+//! Three ways to reach them, chosen per video from its frame rate and keyframe spacing:
+//! - **sequential**: one FFmpeg run decodes from the start and stops after the last sample;
+//! - **sequential, reference frames only**: the same, but FFmpeg skips decoding frames no
+//!   other frame refers to (most B-frames), when samples are far enough apart (8 frames or
+//!   more) that a skipped frame only moves a sample to the next decoded one;
+//! - **seek**: one short FFmpeg run per sample that seeks to the keyframe before it and decodes
+//!   only from there, when the keyframe index shows that this decodes far fewer frames (long
+//!   clips with few samples).
+
+use super::probe::Probe;
+
+/// Which frames to look at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// This many frames spread evenly over the clip.
+    Count(usize),
+    /// This many frames per second of video.
+    Rate(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Sequential { skip_nonref: bool },
+    Seek,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Sequential { skip_nonref: false } => "sequential",
+            Strategy::Sequential { skip_nonref: true } => "sequential_ref_frames",
+            Strategy::Seek => "seek",
+        }
+    }
+}
+
+/// Samples at least this many frames apart may skip non-reference frames: encoders put at most
+/// a few of those in a row, so a skipped frame cannot push a sample past the next target.
+const SKIP_NONREF_SPACING: f64 = 8.0;
+
+/// What starting one extra FFmpeg run costs, in decoded frames (measured: about 40 ms to start
+/// FFmpeg and open the file, against 1-2 ms to decode a 720p H.264 frame on this class of CPU).
+const RUN_COST_FRAMES: f64 = 25.0;
+
+/// Seek only when it decodes less than this share of what sequential decoding would.
+const SEEK_GAIN: f64 = 0.5;
+
+/// Target times (seconds, the stream's clock), ascending.
+pub fn targets(p: &Probe, sampling: Sampling, max: usize) -> Vec<f64> {
+    let frames = p.frames.max(1);
+    let duration = if p.duration > 0.0 { p.duration } else { frames as f64 / p.fps };
+    let want = match sampling {
+        Sampling::Count(n) => n,
+        Sampling::Rate(r) => (duration * r).floor().max(1.0) as usize,
+    }
+    .clamp(1, max.max(1))
+    .min(frames as usize);
+    let half_frame = 0.5 / p.fps;
+    (0..want).map(|i| (p.start + (i as f64 + 0.5) * duration / want as f64 - half_frame).max(p.start)).collect()
+}
+
+/// Whether the keyframe index is worth reading: only when seeking could possibly win.
+pub fn worth_seeking(p: &Probe, targets: &[f64]) -> bool {
+    (p.frames as f64) > 2.0 * targets.len() as f64 * RUN_COST_FRAMES
+}
+
+/// The strategy that decodes the fewest frames. `keyframes` (sorted times) is `None` when it
+/// was not read.
+pub fn choose(p: &Probe, targets: &[f64], keyframes: Option<&[f64]>) -> Strategy {
+    let fps = p.fps.max(1e-3);
+    let last = targets.last().copied().unwrap_or(p.start);
+    let sequential = (last - p.start) * fps + 1.0;
+    if let Some(kf) = keyframes.filter(|k| !k.is_empty()) {
+        let seek: f64 = targets
+            .iter()
+            .map(|t| {
+                let before = kf.iter().rev().find(|k| **k <= *t + 1e-6).copied().unwrap_or(p.start);
+                (t - before) * fps + 1.0 + RUN_COST_FRAMES
+            })
+            .sum();
+        if seek < SEEK_GAIN * sequential {
+            return Strategy::Seek;
+        }
+    }
+    let spacing =
+        if targets.len() > 1 { (last - targets[0]) * fps / (targets.len() - 1) as f64 } else { f64::INFINITY };
+    Strategy::Sequential { skip_nonref: spacing >= SKIP_NONREF_SPACING }
+}
+
+/// FFmpeg's `select` expression taking, for each target, the first frame at or after it.
+pub fn select_expr(targets: &[f64]) -> String {
+    targets
+        .iter()
+        .map(|t| format!("gte(t\\,{t:.6})*(isnan(prev_selected_t)+lt(prev_selected_t\\,{t:.6}))"))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(frames: u64, fps: f64) -> Probe {
+        Probe { width: 1280, height: 720, fps, duration: frames as f64 / fps, start: 0.0, frames, codec: "h264".into() }
+    }
+
+    #[test]
+    fn targets_are_slice_centres_and_respect_caps() {
+        let t = targets(&clip(100, 25.0), Sampling::Count(4), 32);
+        let frames: Vec<f64> = t.iter().map(|t| (t * 25.0).ceil()).collect();
+        assert_eq!(frames, vec![12.0, 37.0, 62.0, 87.0]);
+        assert_eq!(targets(&clip(3, 25.0), Sampling::Count(32), 32).len(), 3);
+        assert_eq!(targets(&clip(1000, 25.0), Sampling::Count(64), 10).len(), 10);
+        // 10 s, 2 frames per second -> 20 frames.
+        assert_eq!(targets(&clip(250, 25.0), Sampling::Rate(2.0), 128).len(), 20);
+        assert!(targets(&clip(250, 25.0), Sampling::Rate(2.0), 128).windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn strategy_follows_the_cost_of_decoding() {
+        // 10 s at 30 fps, one keyframe every 250 frames: decode in order, skipping
+        // non-reference frames (samples ~9 frames apart).
+        let short = clip(300, 30.0);
+        let t = targets(&short, Sampling::Count(32), 128);
+        assert!(!worth_seeking(&short, &t));
+        assert_eq!(choose(&short, &t, None), Strategy::Sequential { skip_nonref: true });
+        // Dense samples keep every frame.
+        let t = targets(&short, Sampling::Count(128), 128);
+        assert_eq!(choose(&short, &t, None), Strategy::Sequential { skip_nonref: false });
+        // 10 minutes with a keyframe every 2 s: seek.
+        let long = clip(18_000, 30.0);
+        let t = targets(&long, Sampling::Count(32), 128);
+        assert!(worth_seeking(&long, &t));
+        let kf: Vec<f64> = (0..300).map(|i| i as f64 * 2.0).collect();
+        assert_eq!(choose(&long, &t, Some(&kf)), Strategy::Seek);
+        // ... but not with one keyframe at the start.
+        assert_eq!(choose(&long, &t, Some(&[0.0])), Strategy::Sequential { skip_nonref: true });
+    }
+
+    #[test]
+    fn select_expression_names_every_target() {
+        let e = select_expr(&[0.5, 1.25]);
+        assert_eq!(
+            e,
+            "gte(t\\,0.500000)*(isnan(prev_selected_t)+lt(prev_selected_t\\,0.500000))+gte(t\\,1.250000)*(isnan(prev_selected_t)+lt(prev_selected_t\\,1.250000))"
+        );
+    }
+}
