@@ -42,6 +42,7 @@ pub enum RunError {
 const LOG_LINES: usize = 12;
 
 fn command(program: &str, args: &[String], conf: &Confinement) -> tokio::process::Command {
+    tracing::debug!(program, args = %args.join(" "), isolate_network = conf.isolate_network, "running");
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()

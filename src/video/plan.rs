@@ -8,8 +8,8 @@
 //!   other frame refers to (most B-frames), when samples are far enough apart (8 frames or
 //!   more) that a skipped frame only moves a sample to the next decoded one;
 //! - **seek**: one short FFmpeg run per sample that seeks to the keyframe before it and decodes
-//!   only from there, when the keyframe index shows that this decodes far fewer frames (long
-//!   clips with few samples).
+//!   only from there, when the keyframe index shows that this costs far less, counting what
+//!   each extra run costs (long, high-resolution clips with few samples).
 
 use super::probe::Probe;
 
@@ -42,12 +42,20 @@ impl Strategy {
 /// a few of those in a row, so a skipped frame cannot push a sample past the next target.
 const SKIP_NONREF_SPACING: f64 = 8.0;
 
-/// What starting one extra FFmpeg run costs, in decoded frames (measured: about 40 ms to start
-/// FFmpeg and open the file, against 1-2 ms to decode a 720p H.264 frame on this class of CPU).
-const RUN_COST_FRAMES: f64 = 25.0;
+/// What one extra FFmpeg run costs (start, open the file, parse its index, seek), in
+/// milliseconds. Measured on 2 cores: 300-400 ms per seek run on a 10-minute 720p MP4.
+const RUN_COST_MS: f64 = 350.0;
 
-/// Seek only when it decodes less than this share of what sequential decoding would.
-const SEEK_GAIN: f64 = 0.5;
+/// What decoding one frame costs per megapixel, in milliseconds (measured: 0.5-0.7 ms for a
+/// 720p H.264 frame, in order, on 2 cores).
+const FRAME_COST_MS_PER_MPIXEL: f64 = 0.6;
+
+/// Seek only when its estimated cost is under this share of sequential decoding's.
+const SEEK_GAIN: f64 = 0.6;
+
+fn frame_cost_ms(p: &Probe) -> f64 {
+    FRAME_COST_MS_PER_MPIXEL * p.width as f64 * p.height as f64 / 1e6
+}
 
 /// Target times (seconds, the stream's clock), ascending.
 pub fn targets(p: &Probe, sampling: Sampling, max: usize) -> Vec<f64> {
@@ -63,23 +71,24 @@ pub fn targets(p: &Probe, sampling: Sampling, max: usize) -> Vec<f64> {
     (0..want).map(|i| (p.start + (i as f64 + 0.5) * duration / want as f64 - half_frame).max(p.start)).collect()
 }
 
-/// Whether the keyframe index is worth reading: only when seeking could possibly win.
+/// Whether the keyframe index is worth reading (it costs a pass over the packets): only when
+/// seeking could win even with a keyframe right before every sample.
 pub fn worth_seeking(p: &Probe, targets: &[f64]) -> bool {
-    (p.frames as f64) > 2.0 * targets.len() as f64 * RUN_COST_FRAMES
+    p.frames as f64 * frame_cost_ms(p) * SEEK_GAIN > targets.len() as f64 * RUN_COST_MS
 }
 
 /// The strategy that decodes the fewest frames. `keyframes` (sorted times) is `None` when it
 /// was not read.
 pub fn choose(p: &Probe, targets: &[f64], keyframes: Option<&[f64]>) -> Strategy {
-    let fps = p.fps.max(1e-3);
+    let (fps, frame_ms) = (p.fps.max(1e-3), frame_cost_ms(p));
     let last = targets.last().copied().unwrap_or(p.start);
-    let sequential = (last - p.start) * fps + 1.0;
+    let sequential = ((last - p.start) * fps + 1.0) * frame_ms;
     if let Some(kf) = keyframes.filter(|k| !k.is_empty()) {
         let seek: f64 = targets
             .iter()
             .map(|t| {
                 let before = kf.iter().rev().find(|k| **k <= *t + 1e-6).copied().unwrap_or(p.start);
-                (t - before) * fps + 1.0 + RUN_COST_FRAMES
+                ((t - before) * fps + 1.0) * frame_ms + RUN_COST_MS
             })
             .sum();
         if seek < SEEK_GAIN * sequential {
@@ -91,13 +100,18 @@ pub fn choose(p: &Probe, targets: &[f64], keyframes: Option<&[f64]>) -> Strategy
     Strategy::Sequential { skip_nonref: spacing >= SKIP_NONREF_SPACING }
 }
 
-/// FFmpeg's `select` expression taking, for each target, the first frame at or after it.
+/// FFmpeg's `select` expression taking, for each target, the first frame at or after it. The
+/// terms are summed as a balanced tree: FFmpeg's expression parser refuses a flat sum of more
+/// than about 64 such terms (its recursion guard), and the tree keeps the depth at log2(n).
 pub fn select_expr(targets: &[f64]) -> String {
-    targets
-        .iter()
-        .map(|t| format!("gte(t\\,{t:.6})*(isnan(prev_selected_t)+lt(prev_selected_t\\,{t:.6}))"))
-        .collect::<Vec<_>>()
-        .join("+")
+    match targets {
+        [] => "0".into(),
+        [t] => format!("gte(t\\,{t:.6})*(isnan(prev_selected_t)+lt(prev_selected_t\\,{t:.6}))"),
+        _ => {
+            let (a, b) = targets.split_at(targets.len() / 2);
+            format!("({})+({})", select_expr(a), select_expr(b))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,9 +145,12 @@ mod tests {
         // Dense samples keep every frame.
         let t = targets(&short, Sampling::Count(128), 128);
         assert_eq!(choose(&short, &t, None), Strategy::Sequential { skip_nonref: false });
-        // 10 minutes with a keyframe every 2 s: seek.
+        // 10 minutes of 720p: 32 seek runs cost more than decoding in order.
         let long = clip(18_000, 30.0);
         let t = targets(&long, Sampling::Count(32), 128);
+        assert!(!worth_seeking(&long, &t));
+        // 10 minutes of 1080p with a keyframe every 2 s: seek.
+        let long = Probe { width: 1920, height: 1080, ..long };
         assert!(worth_seeking(&long, &t));
         let kf: Vec<f64> = (0..300).map(|i| i as f64 * 2.0).collect();
         assert_eq!(choose(&long, &t, Some(&kf)), Strategy::Seek);
@@ -146,7 +163,15 @@ mod tests {
         let e = select_expr(&[0.5, 1.25]);
         assert_eq!(
             e,
-            "gte(t\\,0.500000)*(isnan(prev_selected_t)+lt(prev_selected_t\\,0.500000))+gte(t\\,1.250000)*(isnan(prev_selected_t)+lt(prev_selected_t\\,1.250000))"
+            "(gte(t\\,0.500000)*(isnan(prev_selected_t)+lt(prev_selected_t\\,0.500000)))+(gte(t\\,1.250000)*(isnan(prev_selected_t)+lt(prev_selected_t\\,1.250000)))"
         );
+        // 128 targets nest 7 levels deep, not 128.
+        let targets: Vec<f64> = (0..128).map(|i| i as f64).collect();
+        let e = select_expr(&targets);
+        let depth = e.chars().scan(0i32, |d, c| {
+            *d += (c == '(') as i32 - (c == ')') as i32;
+            Some(*d)
+        });
+        assert!(depth.max().unwrap() <= 7 + 3, "{e}");
     }
 }
