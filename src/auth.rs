@@ -4,28 +4,44 @@
 //! ignored. Several keys may be valid at once, so a key is rotated by adding the new one,
 //! moving clients over, then removing the old one; the file is re-read on SIGHUP without a
 //! restart. A request presents its key as `Authorization: Bearer <key>` or `x-api-key: <key>`
-//! (HTTP headers or gRPC metadata). Comparison is constant-time, and every stored key is
-//! compared, so timing reveals neither a key's content nor which key matched.
+//! (HTTP headers or gRPC metadata).
+//!
+//! Only SHA-256 digests of the keys are kept. A presented key is hashed and its digest compared
+//! with every stored digest in constant time: all comparisons are of 32 bytes, so timing reveals
+//! neither a key's content, nor its length, nor which key matched. Each key has a public id (the
+//! first 8 hex digits of its digest) that the access log records instead of the key.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+type KeyDigest = [u8; 32];
+
+/// A key's public id: the first 8 hex digits of its SHA-256, safe to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyId([u8; 4]);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+fn digest(key: &[u8]) -> KeyDigest {
+    Sha256::digest(key).into()
+}
 
 pub struct KeyStore {
     path: PathBuf,
-    keys: RwLock<Arc<Vec<Vec<u8>>>>,
+    keys: RwLock<Arc<Vec<KeyDigest>>>,
 }
 
-fn read_keys(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+fn read_keys(path: &Path) -> anyhow::Result<Vec<KeyDigest>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading --api-key-file {}", path.display()))?;
-    let keys: Vec<Vec<u8>> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.as_bytes().to_vec())
-        .collect();
+    let keys: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     if keys.is_empty() {
         bail!(
             "--api-key-file {} holds no keys (one per line); refusing to start with every request locked out",
@@ -35,7 +51,7 @@ fn read_keys(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     if let Some(short) = keys.iter().find(|k| k.len() < 16) {
         bail!("--api-key-file {}: a key of {} characters is too short (use at least 16)", path.display(), short.len());
     }
-    Ok(keys)
+    Ok(keys.iter().map(|k| digest(k.as_bytes())).collect())
 }
 
 impl KeyStore {
@@ -52,29 +68,27 @@ impl KeyStore {
         Ok(n)
     }
 
-    /// Whether `presented` equals one of the keys.
-    pub fn check(&self, presented: &[u8]) -> bool {
+    /// The id of the key `presented` equals, if it is one of the keys.
+    pub fn check(&self, presented: &[u8]) -> Option<KeyId> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let d = digest(presented);
         let mut ok = subtle::Choice::from(0u8);
         for k in keys.iter() {
-            ok |= k.as_slice().ct_eq(presented);
+            ok |= k.ct_eq(&d);
         }
-        ok.into()
+        bool::from(ok).then(|| KeyId([d[0], d[1], d[2], d[3]]))
     }
 
     /// Checks the key carried by `authorization: Bearer <key>` or `x-api-key: <key>`, given the
     /// raw values of those two headers (HTTP) or metadata entries (gRPC).
-    pub fn check_presented(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> bool {
+    pub fn check_presented(&self, authorization: Option<&[u8]>, api_key: Option<&[u8]>) -> Option<KeyId> {
         let bearer = authorization
             .and_then(|v| v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer ")))
             .map(|k| k.trim_ascii());
-        match bearer.or(api_key) {
-            Some(k) => self.check(k),
-            None => false,
-        }
+        self.check(bearer.or(api_key)?)
     }
 
-    pub fn check_headers(&self, headers: &axum::http::HeaderMap) -> bool {
+    pub fn check_headers(&self, headers: &axum::http::HeaderMap) -> Option<KeyId> {
         self.check_presented(
             headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes()),
             headers.get("x-api-key").map(|v| v.as_bytes()),
@@ -82,17 +96,19 @@ impl KeyStore {
     }
 }
 
-/// Re-reads the key file on every SIGHUP.
-pub fn reload_on_sighup(store: Arc<KeyStore>) {
+/// Handles SIGHUP for the server's whole life: re-reads the key file when there is one, and
+/// otherwise only logs it. Either way SIGHUP never ends the process (its default action would).
+pub fn handle_sighup(store: Option<Arc<KeyStore>>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; API keys reload only on restart");
+        return;
+    };
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; API keys reload only on restart");
-            return;
-        };
         while hup.recv().await.is_some() {
-            match store.reload() {
-                Ok(n) => tracing::info!(keys = n, "SIGHUP: API keys reloaded"),
-                Err(e) => {
+            match store.as_ref().map(|s| s.reload()) {
+                None => tracing::info!("SIGHUP: no --api-key-file, nothing to reload"),
+                Some(Ok(n)) => tracing::info!(keys = n, "SIGHUP: API keys reloaded"),
+                Some(Err(e)) => {
                     tracing::error!(error = %format!("{e:#}"), "SIGHUP: API key reload failed; old keys stay in force")
                 }
             }
@@ -110,24 +126,27 @@ mod tests {
         let f = dir.path().join("keys");
         std::fs::write(&f, "# ops team\nkey-one-0123456789abcdef\n\n  key-two-0123456789abcdef  \n").unwrap();
         let s = KeyStore::load(&f).unwrap();
-        assert!(s.check(b"key-one-0123456789abcdef"));
-        assert!(s.check(b"key-two-0123456789abcdef"));
-        assert!(!s.check(b"key-one-0123456789abcde"));
-        assert!(!s.check(b""));
+        let one = s.check(b"key-one-0123456789abcdef").unwrap();
+        let two = s.check(b"key-two-0123456789abcdef").unwrap();
+        assert_ne!(one, two);
+        // The id is the digest's first 8 hex digits, never the key.
+        assert_eq!(one.to_string(), hex::encode(&digest(b"key-one-0123456789abcdef")[..4]));
+        assert!(s.check(b"key-one-0123456789abcde").is_none());
+        assert!(s.check(b"").is_none());
         let mut h = axum::http::HeaderMap::new();
         h.insert("authorization", "Bearer key-two-0123456789abcdef".parse().unwrap());
-        assert!(s.check_headers(&h));
+        assert_eq!(s.check_headers(&h), Some(two));
         let mut h = axum::http::HeaderMap::new();
         h.insert("x-api-key", "nope".parse().unwrap());
-        assert!(!s.check_headers(&h));
+        assert!(s.check_headers(&h).is_none());
         std::fs::write(&f, "key-three-0123456789abcdef\n").unwrap();
         assert_eq!(s.reload().unwrap(), 1);
-        assert!(!s.check(b"key-one-0123456789abcdef"));
-        assert!(s.check(b"key-three-0123456789abcdef"));
+        assert!(s.check(b"key-one-0123456789abcdef").is_none());
+        assert!(s.check(b"key-three-0123456789abcdef").is_some());
         // A bad file keeps the old keys.
         std::fs::write(&f, "# nothing\n").unwrap();
         assert!(s.reload().is_err());
-        assert!(s.check(b"key-three-0123456789abcdef"));
+        assert!(s.check(b"key-three-0123456789abcdef").is_some());
         std::fs::write(&f, "short\n").unwrap();
         assert!(KeyStore::load(&f).is_err());
     }

@@ -147,6 +147,10 @@ pub struct EngineArgs {
     /// Per-request deadline (e.g. 30s, 500ms); past it the request gets 504.
     #[arg(long, env = "DFSERVE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Most items one request may carry: files in a multipart /v1/detect, rows of a KServe
+    /// tensor (413 `too_many_items` above, before any work).
+    #[arg(long, env = "DFSERVE_MAX_CLIENT_BATCH_SIZE", default_value_t = 32)]
+    pub max_client_batch_size: usize,
     /// Largest accepted image, in pixels, checked from the header before decoding (422 above).
     #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
@@ -206,6 +210,7 @@ impl EngineArgs {
                 max_queue_size: self.max_queue_size.max(1),
             },
             request_timeout: self.request_timeout,
+            max_client_batch_size: self.max_client_batch_size.max(1),
             max_image_pixels: self.max_image_pixels,
             crop_margin: self.crop.crop_margin,
             crop_border: self.crop.crop_border,

@@ -17,6 +17,9 @@ pub enum CoreError {
     /// The body is larger than `--max-body-bytes`.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request carries more items (files, rows) than `--max-client-batch-size`.
+    #[error("{0}")]
+    TooManyItems(String),
     /// The bytes are not a decodable image of a supported format.
     #[error("cannot decode image: {0}")]
     UndecodableImage(String),
@@ -69,6 +72,7 @@ impl CoreError {
             CoreError::BadRequest(_) => "bad_request",
             CoreError::UnsupportedMediaType(_) => "unsupported_media_type",
             CoreError::PayloadTooLarge(_) => "payload_too_large",
+            CoreError::TooManyItems(_) => "too_many_items",
             CoreError::UndecodableImage(_) => "undecodable_image",
             CoreError::ImageTooLarge { .. } => "image_too_large",
             CoreError::UndecodableVideo(_) => "undecodable_video",

@@ -32,6 +32,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let video = VideoDecoder::start(args.engine.video_settings()).await;
     let detector = Arc::new(Detector::new(core.clone(), video));
     let keys = load_keys(args.api_key_file.as_ref())?;
+    crate::auth::handle_sighup(keys.clone());
     let tls = load_tls(&args)?;
 
     let http_addr = socket_addr(&args.host, args.http_port)?;
@@ -99,7 +100,6 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 fn load_keys(file: Option<&PathBuf>) -> anyhow::Result<Option<Arc<KeyStore>>> {
     let Some(path) = file else { return Ok(None) };
     let store = Arc::new(KeyStore::load(path)?);
-    crate::auth::reload_on_sighup(store.clone());
     tracing::info!(file = %path.display(), "API keys required");
     Ok(Some(store))
 }

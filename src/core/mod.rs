@@ -44,6 +44,8 @@ pub struct CoreSettings {
     pub solo_threads: usize,
     pub batcher: BatcherConfig,
     pub request_timeout: Duration,
+    /// Most items (multipart files, KServe rows) one request may carry.
+    pub max_client_batch_size: usize,
     pub max_image_pixels: u64,
     pub crop_margin: f32,
     pub crop_border: Border,
@@ -246,6 +248,18 @@ impl InferCore {
 
     pub fn default_model(&self) -> &str {
         &self.default_model
+    }
+
+    /// Refuses a request that carries more than `--max-client-batch-size` items, before any
+    /// work on them. `what` names the items ("files", "rows of input 'IMAGE'").
+    pub fn check_items(&self, count: usize, what: &str) -> Result<(), CoreError> {
+        let max = self.settings.max_client_batch_size;
+        if count > max {
+            return Err(CoreError::TooManyItems(format!(
+                "the request carries {count} {what}, over the limit of {max} (--max-client-batch-size); split it"
+            )));
+        }
+        Ok(())
     }
 
     pub fn request_deadline(&self) -> Instant {

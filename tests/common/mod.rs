@@ -23,6 +23,8 @@ pub fn sample(rel: &str) -> Vec<u8> {
 
 pub struct Server {
     child: Child,
+    /// Where the server's stderr goes when started with `start_logged`.
+    pub log_file: Option<PathBuf>,
     pub base: String,
     /// `http://host:port` of the gRPC listener.
     pub grpc: String,
@@ -38,23 +40,46 @@ fn command(args: &[&str]) -> Command {
 impl Server {
     /// Starts `dfserve serve` on 127.0.0.1 and an ephemeral port, and waits until ready.
     pub async fn start(extra: &[&str]) -> Server {
-        Self::start_inner(extra, None).await
+        Self::start_inner(extra, None, None).await
+    }
+
+    /// Like `start`, with the server's log (at info level, JSON lines) kept for `log()`.
+    pub async fn start_logged(extra: &[&str]) -> Server {
+        let path = std::env::temp_dir().join(format!(
+            "dfserve-test-log-{}-{}.jsonl",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let mut args = vec!["--log-format", "json"];
+        args.extend_from_slice(extra);
+        Self::start_inner(&args, None, Some(path)).await
+    }
+
+    /// The server's log lines so far, parsed (only for servers from `start_logged`).
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.log_file.as_ref().expect("started with start_logged")).unwrap();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// Like `start` for a server with --tls-cert/--tls-key: URLs are https and the client
     /// trusts `ca_pem`.
     pub async fn start_tls(extra: &[&str], ca_pem: &[u8]) -> Server {
-        Self::start_inner(extra, Some(ca_pem)).await
+        Self::start_inner(extra, Some(ca_pem), None).await
     }
 
-    async fn start_inner(extra: &[&str], ca_pem: Option<&[u8]>) -> Server {
+    async fn start_inner(extra: &[&str], ca_pem: Option<&[u8]>, log: Option<PathBuf>) -> Server {
         let mut args = vec!["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"];
         args.extend_from_slice(extra);
-        let mut child = command(&args)
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("DFSERVE_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .spawn()
-            .expect("starting dfserve");
+        let mut cmd = command(&args);
+        let stderr = match &log {
+            Some(path) => {
+                cmd.env("DFSERVE_LOG", "info,ort=warn");
+                Stdio::from(std::fs::File::create(path).unwrap())
+            }
+            None if std::env::var_os("DFSERVE_TEST_LOGS").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("starting dfserve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -80,7 +105,7 @@ impl Server {
             None => (base, grpc),
         };
         let client = builder.build().unwrap();
-        let server = Server { child, base, grpc, client };
+        let server = Server { child, log_file: log, base, grpc, client };
         let started = Instant::now();
         loop {
             if let Ok(r) = server.client.get(server.url("/health/ready")).send().await {

@@ -1,6 +1,8 @@
-//! One tower layer that counts every gRPC call in the same request metrics as HTTP: endpoint =
+//! One tower layer that counts every gRPC call in the same request metrics as HTTP (endpoint =
 //! the full method path, status = the gRPC code name, latency = from the request until the
-//! response's last frame.
+//! response's last frame) and writes its access-log line: request id (the client's
+//! `x-request-id`, or a new one, returned in the response headers), method, code, latency and
+//! the API key's id.
 //!
 //! A gRPC call's status is known only at its end: in the trailers of a normal response, or in
 //! the headers of a trailers-only one (how tonic answers errors raised before any message).
@@ -13,11 +15,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::http::{HeaderMap, Request, Response};
+use std::sync::OnceLock;
+
+use axum::http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
+use tower_http::request_id::{MakeRequestId, MakeRequestUuid};
 
+use crate::auth::KeyId;
 use crate::metrics::Metrics;
+
+/// Where the key check (an interceptor deeper in the stack) leaves the id of the key a call
+/// presented, for this layer's access log. Travels in the request's extensions.
+#[derive(Clone, Default)]
+pub struct KeySlot(pub Arc<OnceLock<KeyId>>);
 
 #[derive(Clone)]
 pub struct MetricsLayer {
@@ -47,6 +58,8 @@ pub struct MetricsService<S> {
 struct Recorder {
     metrics: Arc<Metrics>,
     method: String,
+    request_id: String,
+    key: KeySlot,
     started: Instant,
     done: bool,
 }
@@ -56,9 +69,19 @@ impl Recorder {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let m = &self.metrics;
-        m.requests.with_label_values(&[self.method.as_str(), &format!("{code:?}")]).inc();
-        m.request_seconds.with_label_values(&[self.method.as_str()]).observe(self.started.elapsed().as_secs_f64());
+        let (m, latency, status) = (&self.metrics, self.started.elapsed(), format!("{code:?}"));
+        m.requests.with_label_values(&[self.method.as_str(), &status]).inc();
+        m.request_seconds.with_label_values(&[self.method.as_str()]).observe(latency.as_secs_f64());
+        let key = self.key.0.get().map(|k| k.to_string());
+        tracing::info!(
+            target: "dfserve::access",
+            protocol = "grpc",
+            request_id = %self.request_id,
+            method = %self.method,
+            status = %status,
+            latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
+            key = key.as_deref().unwrap_or("-"),
+        );
     }
 
     /// Records the call if `headers` (trailers, or a trailers-only response's headers) carry its status.
@@ -88,16 +111,30 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let request_id = match req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+            Some(id) if !id.is_empty() && id.len() <= 128 => id.to_string(),
+            _ => MakeRequestUuid
+                .make_request_id(&req)
+                .and_then(|id| id.header_value().to_str().ok().map(str::to_string))
+                .unwrap_or_default(),
+        };
+        let key = KeySlot::default();
+        req.extensions_mut().insert(key.clone());
         let mut recorder = Recorder {
             metrics: self.metrics.clone(),
             method: req.uri().path().to_string(),
+            request_id,
+            key,
             started: Instant::now(),
             done: false,
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
+            let mut resp = fut.await?;
+            if let Ok(v) = HeaderValue::from_str(&recorder.request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
             recorder.record_from(resp.headers());
             Ok(resp.map(|inner| MetricsBody { inner, recorder }))
         })

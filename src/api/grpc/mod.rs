@@ -19,24 +19,28 @@ use tonic::Status;
 use crate::auth::KeyStore;
 use crate::detect::Detector;
 
-/// Rejects calls without a valid API key (when keys are on) with UNAUTHENTICATED.
+/// Rejects calls without a valid API key (when keys are on) with UNAUTHENTICATED, and leaves the
+/// key's id for the access log.
 #[derive(Clone)]
 struct RequireKey(Option<Arc<KeyStore>>);
 
 impl tonic::service::Interceptor for RequireKey {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        match &self.0 {
-            Some(keys)
-                if !keys.check_presented(
-                    req.metadata().get("authorization").map(|v| v.as_bytes()),
-                    req.metadata().get("x-api-key").map(|v| v.as_bytes()),
-                ) =>
-            {
-                Err(Status::unauthenticated(
-                    "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>` metadata",
-                ))
+        let Some(keys) = &self.0 else { return Ok(req) };
+        let presented = keys.check_presented(
+            req.metadata().get("authorization").map(|v| v.as_bytes()),
+            req.metadata().get("x-api-key").map(|v| v.as_bytes()),
+        );
+        match presented {
+            Some(id) => {
+                if let Some(slot) = req.extensions().get::<metrics::KeySlot>() {
+                    let _ = slot.0.set(id);
+                }
+                Ok(req)
             }
-            _ => Ok(req),
+            None => Err(Status::unauthenticated(
+                "missing or invalid API key: send `authorization: Bearer <key>` or `x-api-key: <key>` metadata",
+            )),
         }
     }
 }

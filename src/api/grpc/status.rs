@@ -14,7 +14,9 @@ pub fn status_of(err: &CoreError) -> Code {
         | CoreError::UndecodableVideo(_)
         | CoreError::VideoTooLong(_)
         | CoreError::VideoTooLarge(_) => Code::InvalidArgument,
-        CoreError::PayloadTooLarge(_) | CoreError::QueueFull(_) | CoreError::Busy(_) => Code::ResourceExhausted,
+        CoreError::PayloadTooLarge(_) | CoreError::TooManyItems(_) | CoreError::QueueFull(_) | CoreError::Busy(_) => {
+            Code::ResourceExhausted
+        }
         CoreError::ModelNotFound(_) => Code::NotFound,
         CoreError::DeadlineExceeded(_) => Code::DeadlineExceeded,
         CoreError::Unavailable(_) => Code::Unavailable,

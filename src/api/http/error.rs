@@ -11,7 +11,7 @@ pub fn status_of(err: &CoreError) -> StatusCode {
     match err {
         CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
         CoreError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        CoreError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        CoreError::PayloadTooLarge(_) | CoreError::TooManyItems(_) => StatusCode::PAYLOAD_TOO_LARGE,
         CoreError::UndecodableImage(_)
         | CoreError::ImageTooLarge { .. }
         | CoreError::UndecodableVideo(_)
@@ -66,6 +66,7 @@ mod tests {
             (CoreError::BadRequest("x".into()), 400),
             (CoreError::UnsupportedMediaType("text/plain".into()), 415),
             (CoreError::PayloadTooLarge("x".into()), 413),
+            (CoreError::TooManyItems("x".into()), 413),
             (CoreError::UndecodableImage("x".into()), 422),
             (CoreError::ImageTooLarge { width: 1, height: 1, pixels: 1, max_pixels: 0 }, 422),
             (CoreError::ModelNotFound("m".into()), 404),

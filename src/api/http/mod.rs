@@ -23,7 +23,7 @@ pub use error::{status_of, ApiError};
 pub use state::AppState;
 pub use v2::parse_infer_body;
 
-use crate::auth::KeyStore;
+use crate::auth::{KeyId, KeyStore};
 use crate::detect::Detector;
 
 /// Front-end settings of the HTTP server.
@@ -60,7 +60,7 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
@@ -76,13 +76,19 @@ async fn not_found(req: Request) -> Response {
 }
 
 /// With API keys on, every route but the health probes (and, if public, /metrics) needs one.
+/// The matching key's id travels back on the response for the access log.
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(keys) = &state.keys else { return next.run(req).await };
     let path = req.uri().path();
     let open = matches!(path, "/health/live" | "/health/ready" | "/v2/health/live" | "/v2/health/ready")
         || (state.public_metrics && path == "/metrics");
-    if open || keys.check_headers(req.headers()) {
+    if open {
         return next.run(req).await;
+    }
+    if let Some(id) = keys.check_headers(req.headers()) {
+        let mut resp = next.run(req).await;
+        resp.extensions_mut().insert(id);
+        return resp;
     }
     let body = json!({
         "error": "missing or invalid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
@@ -93,17 +99,33 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
     resp
 }
 
-/// Counts requests by route template and status, and observes their latency.
-async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Counts requests by route template and status, observes their latency, and writes one
+/// access-log line per request at info level (target `dfserve::access`): request id, method,
+/// route, status, latency, and the key's id (never the key). Refused keys are logged too.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().clone();
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
+    let latency = started.elapsed();
     let m = &state.core.metrics;
     m.requests.with_label_values(&[&endpoint, resp.status().as_str()]).inc();
-    m.request_seconds.with_label_values(&[&endpoint]).observe(started.elapsed().as_secs_f64());
+    m.request_seconds.with_label_values(&[&endpoint]).observe(latency.as_secs_f64());
+    let key = resp.extensions().get::<KeyId>().map(|k| k.to_string());
+    tracing::info!(
+        target: "dfserve::access",
+        protocol = "http",
+        request_id = %request_id,
+        method = %method,
+        route = %endpoint,
+        status = resp.status().as_u16(),
+        latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
+        key = key.as_deref().unwrap_or("-"),
+    );
     resp
 }

@@ -131,6 +131,8 @@ async fn read_multipart(req: Request, state: &AppState) -> Result<Vec<(Option<St
     let part_error =
         |e: axum::extract::multipart::MultipartError| body_error(e.status(), "multipart request", e.body_text());
     while let Some(field) = mp.next_field().await.map_err(part_error)? {
+        // Refused at the first part over the cap, before its bytes are read.
+        state.core.check_items(out.len() + 1, "files or more")?;
         let filename = field.file_name().map(str::to_string).or_else(|| field.name().map(str::to_string));
         let bytes = field.bytes().await.map_err(part_error)?;
         out.push((filename, bytes));

@@ -127,7 +127,8 @@ pub async fn infer(
     let body = body.map_err(|e| body_error(e.status(), "request body", e.body_text()))?;
     let (model, version) = model_and_version(&p);
     kserve::check_model(&s.core, &model, version.as_deref())?;
-    let (req, binary_outputs) = parse_request(model, version, &headers, body)?;
+    let max_rows = s.core.settings().max_client_batch_size;
+    let (req, binary_outputs) = parse_request(model, version, &headers, body, max_rows)?;
     let resp = kserve::infer(&s.detector, req).await?;
     Ok(render_response(resp, &binary_outputs))
 }
@@ -139,7 +140,7 @@ pub fn parse_infer_body(header_len: Option<&str>, body: Bytes) -> Result<InferRe
     if let Some(v) = header_len.and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(HEADER_LEN, v);
     }
-    parse_request(String::new(), None, &headers, body).map(|(r, _)| r)
+    parse_request(String::new(), None, &headers, body, 32).map(|(r, _)| r)
 }
 
 /// Which outputs go back as binary: `None` means all of them.
@@ -153,6 +154,7 @@ fn parse_request(
     version: Option<String>,
     headers: &HeaderMap,
     body: Bytes,
+    max_rows: usize,
 ) -> Result<(InferRequest, BinaryOutputs), CoreError> {
     let header_len = match headers.get(HEADER_LEN) {
         None => body.len(),
@@ -174,6 +176,14 @@ fn parse_request(
     let mut inputs = Vec::with_capacity(json.inputs.len());
     for input in json.inputs {
         let dt = DataType::parse(&input.datatype)?;
+        // Refused from the declared shape, before the data is decoded: a BYTES row can be 4 bytes
+        // on the wire and a tensor of millions of them would be decoded for nothing.
+        if let Some(rows) = input.shape.first().filter(|r| **r > max_rows as i64) {
+            return Err(CoreError::TooManyItems(format!(
+                "input '{}' declares {rows} rows, over the limit of {max_rows} (--max-client-batch-size); split the request",
+                input.name
+            )));
+        }
         let data = match input.parameters.get("binary_data_size") {
             Some(size) => {
                 let size = size.as_u64().ok_or_else(|| {
@@ -332,7 +342,7 @@ mod tests {
         for (k, v) in headers {
             h.insert(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
-        parse_request("m".into(), None, &h, Bytes::from(body))
+        parse_request("m".into(), None, &h, Bytes::from(body), 32)
     }
 
     #[test]

@@ -101,6 +101,7 @@ async fn infer_tensor(
     if rows == 0 {
         return Err(CoreError::BadRequest(format!("input '{}' has no rows", input.name)));
     }
+    core.check_items(rows, &format!("rows of input '{}'", input.name))?;
     let item_len = model.batcher.item_len();
     let deadline = core.request_deadline();
     // Every row is its own batch entry, so rows of this and other requests batch together.
@@ -173,6 +174,7 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
     if images.is_empty() {
         return Err(CoreError::BadRequest(format!("input '{PIPELINE_INPUT}' has no rows")));
     }
+    detector.core().check_items(images.len(), &format!("rows of input '{PIPELINE_INPUT}'"))?;
     let opts = detector.options(&pipeline_params(req)?)?;
     let deadline = detector.core().request_deadline();
     let futures = images.iter().map(|img| detector.detect_image(img.clone(), &opts, deadline));

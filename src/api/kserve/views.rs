@@ -138,8 +138,9 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
     let kind = if core.device() == "cpu" { "KIND_CPU" } else { "KIND_GPU" };
     let instances = InstanceGroup { name: format!("{name}_0"), kind, count: s.instances as i32 };
     // The batcher's cap is what the dynamic batcher forms; a request itself may carry more rows
-    // (each is its own queue entry), up to what the queue holds, so that is `max_batch_size`.
-    let max_batch_size = s.batcher.max_queue_size as i32;
+    // (each is its own queue entry), up to --max-client-batch-size (and what the queue holds),
+    // so that is `max_batch_size`.
+    let max_batch_size = s.max_client_batch_size.min(s.batcher.max_queue_size) as i32;
     let dynamic_batching = DynamicBatching {
         preferred_batch_size: vec![s.batcher.max_batch_size as i32],
         max_queue_delay_microseconds: s.batcher.max_queue_delay.as_micros() as u64,

@@ -1,0 +1,169 @@
+//! Per-request caps, access logs, API-key ids and SIGHUP, against the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{sample, Server};
+use dfserve::api::grpc::pb::inference::{
+    grpc_inference_service_client::GrpcInferenceServiceClient, model_infer_request::InferInputTensor, ModelInferRequest,
+};
+use serde_json::Value;
+
+#[tokio::test]
+async fn requests_over_the_client_batch_cap_are_refused_before_any_work() {
+    let s = Server::start(&[]).await;
+    let img = sample("mesonet/df/df00204.jpg");
+
+    // 200 multipart parts: refused at the 33rd.
+    let mut form = reqwest::multipart::Form::new();
+    for i in 0..200 {
+        form = form.part(format!("f{i}"), reqwest::multipart::Part::bytes(img.clone()).file_name(format!("{i}.jpg")));
+    }
+    let started = Instant::now();
+    let r = s.client.post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_items", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("--max-client-batch-size"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // 32 are fine.
+    let mut form = reqwest::multipart::Form::new();
+    for i in 0..32 {
+        form = form.part(format!("f{i}"), reqwest::multipart::Part::bytes(img.clone()).file_name(format!("{i}.jpg")));
+    }
+    let r = s.client.post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A KServe REST request declaring 300,000 one-byte rows: refused from its header.
+    let rows = 300_000usize;
+    let header = format!(
+        r#"{{"inputs":[{{"name":"IMAGE","shape":[{rows}],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        rows * 5
+    );
+    let mut body = header.clone().into_bytes();
+    for _ in 0..rows {
+        body.extend_from_slice(&[1, 0, 0, 0, b'x']);
+    }
+    let started = Instant::now();
+    let r = s
+        .client
+        .post(s.url("/v2/models/dfserve/infer"))
+        .header("inference-header-content-length", header.len().to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "{:?}", r.text().await);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // The same cap over KServe gRPC, for the pipeline and a tensor model.
+    let mut c = GrpcInferenceServiceClient::connect(s.grpc.clone()).await.unwrap();
+    let raw: Vec<u8> = (0..40).flat_map(|_| (img.len() as u32).to_le_bytes().into_iter().chain(img.clone())).collect();
+    let req = ModelInferRequest {
+        model_name: "dfserve".into(),
+        inputs: vec![InferInputTensor {
+            name: "IMAGE".into(),
+            datatype: "BYTES".into(),
+            shape: vec![40],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.into()],
+        ..Default::default()
+    };
+    let err = c.model_infer(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert_eq!(err.metadata().get("dfserve-error-code").unwrap(), "too_many_items");
+    let req = ModelInferRequest {
+        model_name: "meso4_df".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![33, 256, 256, 3],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0u8; 33 * 256 * 256 * 3 * 4].into()],
+        ..Default::default()
+    };
+    let err = c.model_infer(req).await.unwrap_err();
+    assert_eq!(err.metadata().get("dfserve-error-code").unwrap(), "too_many_items", "{err}");
+    // Triton's model config advertises the cap.
+    let cfg: Value = s.client.get(s.url("/v2/models/meso4_df/config")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cfg["max_batch_size"], 32);
+}
+
+fn access_lines(s: &Server) -> Vec<Value> {
+    s.log().into_iter().filter(|l| l["target"] == "dfserve::access").map(|l| l["fields"].clone()).collect()
+}
+
+#[tokio::test]
+async fn every_request_gets_one_access_log_line_with_its_id_and_key_id_never_the_key() {
+    let dir = std::env::temp_dir().join(format!("dfserve-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys");
+    let key = "access-log-key-0123456789";
+    std::fs::write(&keys, format!("{key}\n")).unwrap();
+    let s = Server::start_logged(&["--api-key-file", keys.to_str().unwrap()]).await;
+
+    let r = s
+        .client
+        .post(s.url("/v1/detect?mode=whole"))
+        .header("x-api-key", key)
+        .header("x-request-id", "req-ok-1")
+        .body(sample("mesonet/df/df00204.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "req-ok-1");
+    let r = s.client.post(s.url("/v1/detect")).header("x-api-key", "wrong-key-0123456789").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    let channel = tonic::transport::Channel::from_shared(s.grpc.clone()).unwrap().connect().await.unwrap();
+    let mut c = GrpcInferenceServiceClient::new(channel);
+    let mut req = tonic::Request::new(dfserve::api::grpc::pb::inference::ServerReadyRequest {});
+    req.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    req.metadata_mut().insert("x-request-id", "grpc-1".parse().unwrap());
+    let resp = c.server_ready(req).await.unwrap();
+    assert_eq!(resp.metadata().get("x-request-id").unwrap(), "grpc-1");
+    let err = c.server_ready(dfserve::api::grpc::pb::inference::ServerReadyRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = access_lines(&s);
+    let find = |id: &str| {
+        lines.iter().find(|l| l["request_id"] == id).cloned().unwrap_or_else(|| panic!("no line for {id}: {lines:?}"))
+    };
+    let ok = find("req-ok-1");
+    assert_eq!((ok["protocol"].as_str(), ok["method"].as_str()), (Some("http"), Some("POST")));
+    assert_eq!((ok["route"].as_str(), ok["status"].as_u64()), (Some("/v1/detect"), Some(200)));
+    assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
+    let key_id = ok["key"].as_str().unwrap().to_string();
+    assert_eq!(key_id.len(), 8, "{ok}");
+    let refused = find(&generated);
+    assert_eq!((refused["status"].as_u64(), refused["key"].as_str()), (Some(401), Some("-")));
+    let g = find("grpc-1");
+    assert_eq!(g["protocol"], "grpc");
+    assert_eq!(g["method"], "/inference.GRPCInferenceService/ServerReady");
+    assert_eq!((g["status"].as_str(), g["key"].as_str()), (Some("Ok"), Some(key_id.as_str())));
+    assert!(
+        lines.iter().any(|l| l["protocol"] == "grpc" && l["status"] == "Unauthenticated" && l["key"] == "-"),
+        "{lines:?}"
+    );
+    // The key itself is never written anywhere in the log, and every line is JSON.
+    let raw = std::fs::read_to_string(s.log_file.as_ref().unwrap()).unwrap();
+    assert!(!raw.contains(key));
+    assert!(raw.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{raw}");
+}
+
+#[tokio::test]
+async fn sighup_without_keys_does_not_stop_the_server() {
+    let s = Server::start_logged(&[]).await;
+    let pid = s.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s.client.get(s.url("/health/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(s.log().iter().any(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("nothing to reload"))));
+}
