@@ -154,6 +154,11 @@ pub struct EngineArgs {
     /// Largest accepted image, in pixels, checked from the header before decoding (422 above).
     #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
+    /// Megapixels of uploaded images being decoded at once, server-wide, as their headers
+    /// declare them (429 `busy` above, before decoding). Bounds decoder memory: about 3 bytes
+    /// per pixel plus the decoder's buffers. Never below one image at --max-image-pixels.
+    #[arg(long, env = "DFSERVE_MAX_DECODING_MEGAPIXELS", default_value_t = 120)]
+    pub max_decoding_megapixels: u32,
     #[command(flatten)]
     pub crop: CropArgs,
     /// Frames sampled from a video, spread evenly over the clip (a request may ask for
@@ -212,6 +217,7 @@ impl EngineArgs {
             request_timeout: self.request_timeout,
             max_client_batch_size: self.max_client_batch_size.max(1),
             max_image_pixels: self.max_image_pixels,
+            max_decoding_megapixels: self.max_decoding_megapixels,
             crop_margin: self.crop.crop_margin,
             crop_border: self.crop.crop_border,
         }

@@ -15,13 +15,26 @@ async fn requests_over_the_client_batch_cap_are_refused_before_any_work() {
     let s = Server::start(&[]).await;
     let img = sample("mesonet/df/df00204.jpg");
 
-    // 200 multipart parts: refused at the 33rd.
-    let mut form = reqwest::multipart::Form::new();
+    // 200 multipart parts: refused at the 33rd, before it is read. The body is sent in one
+    // piece with a length (small parts), so the client has written it all before the server
+    // answers and closes the connection.
+    let mut body = Vec::new();
     for i in 0..200 {
-        form = form.part(format!("f{i}"), reqwest::multipart::Part::bytes(img.clone()).file_name(format!("{i}.jpg")));
+        body.extend_from_slice(
+            format!("--XyZ\r\nContent-Disposition: form-data; name=\"f{i}\"; filename=\"{i}.jpg\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&[0u8; 64]);
+        body.extend_from_slice(b"\r\n");
     }
+    body.extend_from_slice(b"--XyZ--\r\n");
     let started = Instant::now();
-    let r = s.client.post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/detect?mode=whole"))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "too_many_items", "{body}");
@@ -32,7 +45,7 @@ async fn requests_over_the_client_batch_cap_are_refused_before_any_work() {
     for i in 0..32 {
         form = form.part(format!("f{i}"), reqwest::multipart::Part::bytes(img.clone()).file_name(format!("{i}.jpg")));
     }
-    let r = s.client.post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
+    let r = reqwest::Client::new().post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     // A KServe REST request declaring 300,000 one-byte rows: refused from its header.
@@ -46,8 +59,7 @@ async fn requests_over_the_client_batch_cap_are_refused_before_any_work() {
         body.extend_from_slice(&[1, 0, 0, 0, b'x']);
     }
     let started = Instant::now();
-    let r = s
-        .client
+    let r = reqwest::Client::new()
         .post(s.url("/v2/models/dfserve/infer"))
         .header("inference-header-content-length", header.len().to_string())
         .body(body)
@@ -166,4 +178,51 @@ async fn sighup_without_keys_does_not_stop_the_server() {
     let r = s.client.get(s.url("/health/ready")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(s.log().iter().any(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("nothing to reload"))));
+}
+
+#[tokio::test]
+async fn decoding_is_admitted_against_a_pixel_budget_and_scan_bombs_are_refused() {
+    let s = Server::start(&["--max-decoding-megapixels", "40"]).await;
+    // A 36-megapixel photo: one fits the budget, a second at the same time does not.
+    let big = image::RgbImage::from_fn(6000, 6000, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
+    let big = common::encode(&big, image::ImageFormat::Jpeg);
+    let reqs: Vec<_> =
+        (0..4).map(|_| tokio::spawn(s.client.post(s.url("/v1/detect?mode=whole")).body(big.clone()).send())).collect();
+    let mut statuses = Vec::new();
+    for r in reqs {
+        let r = r.await.unwrap().unwrap();
+        let status = r.status().as_u16();
+        if status == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "busy", "{body}");
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    // The budget is released: one at a time always goes through.
+    let r = s.client.post(s.url("/v1/detect?mode=whole")).body(big).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A progressive JPEG with 5,000 repeated scans: refused before decoding.
+    let img = turbojpeg::Image::mandelbrot(256, 256, turbojpeg::PixelFormat::RGB);
+    let mut c = turbojpeg::Compressor::new().unwrap();
+    c.set_progressive(true).unwrap();
+    let jpeg = c.compress_to_vec(img.as_deref()).unwrap();
+    let last = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+    let mut bomb = jpeg[..jpeg.len() - 2].to_vec();
+    for _ in 0..5000 {
+        bomb.extend_from_slice(&jpeg[last..jpeg.len() - 2]);
+    }
+    bomb.extend_from_slice(&[0xFF, 0xD9]);
+    let started = Instant::now();
+    let r = s.client.post(s.url("/v1/detect")).body(bomb).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("scans"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let r = s.client.post(s.url("/v1/detect")).body(jpeg).send().await.unwrap();
+    assert_eq!(r.status(), 200, "an ordinary progressive JPEG still decodes");
 }

@@ -126,6 +126,9 @@ pub fn ms(d: Duration) -> f64 {
 pub struct ImagePipeline {
     pub detector: FaceDetector,
     pub max_image_pixels: u64,
+    /// Megapixels of uploads being decoded at once, server-wide (`--max-decoding-megapixels`):
+    /// a decode takes its image's share (read from the header) or the request is refused.
+    pub decode_budget: Arc<tokio::sync::Semaphore>,
     pub crop_margin: f32,
     pub crop_border: Border,
     pub metrics: Arc<Metrics>,
@@ -148,6 +151,10 @@ impl ImagePipeline {
         };
         // Refuse at once, before decoding, when the first queue is already full.
         first_model.batcher.check_capacity()?;
+        let permit = match &picture {
+            Picture::Encoded(bytes) => Some(self.admit_decode(bytes)?),
+            Picture::Decoded(_) => None,
+        };
 
         // Decode, plus the first model input (detector, or classifier in whole mode).
         let limits = DecodeLimits { max_pixels: self.max_image_pixels };
@@ -159,6 +166,9 @@ impl ImagePipeline {
                 Picture::Encoded(bytes) => {
                     let t0 = Instant::now();
                     let img = Arc::new(decode_rgb(&bytes, limits)?);
+                    // The decoded pixels now live in `img`, bounded by the queues; the budget
+                    // covers the decoder's own buffers, which end here.
+                    drop(permit);
                     metrics.stage_seconds.with_label_values(&["decode"]).observe(t0.elapsed().as_secs_f64());
                     img
                 }
@@ -226,6 +236,21 @@ impl ImagePipeline {
         let (status, score, label) = verdict::outcome(aggregate(&scores), opts.threshold);
         t.total_ms = ms(started.elapsed());
         Ok(ImageResult { width, height, status, score, label, threshold: opts.threshold, faces: per_face, timings: t })
+    }
+}
+
+impl ImagePipeline {
+    /// Takes this upload's share of the decode budget: its megapixels as its header declares
+    /// them (at least 1, at most the per-image limit), or 429 `busy` when they are not free.
+    /// The permit is held until the decode ends, even if the request goes away first.
+    fn admit_decode(&self, bytes: &[u8]) -> Result<tokio::sync::OwnedSemaphorePermit, CoreError> {
+        let pixels = crate::pipeline::decode::dimensions(bytes).map_or(0, |(w, h)| w as u64 * h as u64);
+        let units = pixels.min(self.max_image_pixels).div_ceil(1_000_000).max(1) as u32;
+        self.decode_budget.clone().try_acquire_many_owned(units).map_err(|_| {
+            CoreError::Busy(
+                "too many images are being decoded at once (--max-decoding-megapixels); retry shortly".into(),
+            )
+        })
     }
 }
 

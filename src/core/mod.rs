@@ -47,6 +47,8 @@ pub struct CoreSettings {
     /// Most items (multipart files, KServe rows) one request may carry.
     pub max_client_batch_size: usize,
     pub max_image_pixels: u64,
+    /// Megapixels of uploads being decoded at once, server-wide.
+    pub max_decoding_megapixels: u32,
     pub crop_margin: f32,
     pub crop_border: Border,
 }
@@ -130,6 +132,9 @@ impl InferCore {
         let pipeline = ImagePipeline {
             detector,
             max_image_pixels: settings.max_image_pixels,
+            decode_budget: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_decoding_megapixels.max((settings.max_image_pixels.div_ceil(1_000_000)) as u32) as usize,
+            )),
             crop_margin: settings.crop_margin,
             crop_border: settings.crop_border,
             metrics: metrics.clone(),

@@ -21,6 +21,20 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
 }
 
+/// Most scans a JPEG may have. Ordinary progressive JPEGs have about 10; libjpeg-turbo's
+/// `djpeg -maxscans` advice is 100. A file with thousands of tiny scans makes a decoder redo
+/// its whole coefficient buffer thousands of times (a CPU bomb in a few kilobytes).
+pub const MAX_JPEG_SCANS: usize = 100;
+
+/// Width and height from the image's header, without decoding pixels (for admission).
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), CoreError> {
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(undecodable)?
+        .into_dimensions()
+        .map_err(undecodable)
+}
+
 fn undecodable(e: impl std::fmt::Display) -> CoreError {
     CoreError::UndecodableImage(e.to_string())
 }
@@ -54,6 +68,12 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, CoreEr
                 "truncated JPEG: no end-of-image marker after the scan data".into(),
             ));
         }
+        let scans = jpeg_scan_count(bytes);
+        if scans > MAX_JPEG_SCANS {
+            return Err(CoreError::UndecodableImage(format!(
+                "JPEG with {scans} scans, over the limit of {MAX_JPEG_SCANS}"
+            )));
+        }
         if let Some(img) = decode_jpeg_turbo(bytes, limits)? {
             return Ok(img);
         }
@@ -83,6 +103,8 @@ fn decode_jpeg_turbo(bytes: &[u8], limits: DecodeLimits) -> Result<Option<RgbIma
         Ok(d) => d,
         Err(_) => return Ok(None),
     };
+    // A second guard behind `jpeg_scan_count`.
+    let _ = d.set_scan_limit(MAX_JPEG_SCANS as u32);
     let header = d.read_header(bytes).map_err(undecodable)?;
     let (width, height) = (header.width as u32, header.height as u32);
     let pixels = width as u64 * height as u64;
@@ -136,6 +158,28 @@ fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
         i += 2 + len;
     }
     false
+}
+
+/// Number of scans (SOS markers) in a JPEG's entropy-coded part. Marker segments before the first
+/// scan (where an EXIF thumbnail with its own scans may sit) are skipped by their lengths; after
+/// it, 0xFF in scan data is always stuffed or a marker, so every 0xFFDA is a scan.
+fn jpeg_scan_count(bytes: &[u8]) -> usize {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return 0;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0xDA {
+            return 1 + bytes[i + 2..].windows(2).filter(|w| *w == [0xFF, 0xDA]).count();
+        }
+        i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+    }
+    0
 }
 
 /// EXIF orientation of a JPEG, read from its headers only.
@@ -233,6 +277,40 @@ mod tests {
         let mut with_app1 = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00];
         with_app1.extend_from_slice(&cut[2..]);
         assert!(!jpeg_has_end_marker(&with_app1));
+    }
+
+    /// A progressive JPEG, and the same with its last scan repeated `extra` times.
+    fn progressive_jpeg(extra: usize) -> (Vec<u8>, Vec<u8>) {
+        let img = turbojpeg::Image::mandelbrot(64, 64, turbojpeg::PixelFormat::RGB);
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_progressive(true).unwrap();
+        let jpeg = c.compress_to_vec(img.as_deref()).unwrap();
+        let last_sos = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+        let last_scan = &jpeg[last_sos..jpeg.len() - 2];
+        let mut bomb = jpeg[..jpeg.len() - 2].to_vec();
+        for _ in 0..extra {
+            bomb.extend_from_slice(last_scan);
+        }
+        bomb.extend_from_slice(&[0xFF, 0xD9]);
+        (jpeg, bomb)
+    }
+
+    #[test]
+    fn many_scan_jpegs_are_refused_before_decoding() {
+        let limits = DecodeLimits { max_pixels: 1 << 30 };
+        let (ok, bomb) = progressive_jpeg(5000);
+        let scans = jpeg_scan_count(&ok);
+        assert!((2..=MAX_JPEG_SCANS).contains(&scans), "{scans}");
+        assert!(decode_rgb(&ok, limits).is_ok());
+        assert_eq!(jpeg_scan_count(&bomb), scans + 5000);
+        let started = std::time::Instant::now();
+        let err = decode_rgb(&bomb, limits).unwrap_err();
+        assert!(err.to_string().contains("scans, over the limit"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // A baseline JPEG has one scan; its EXIF thumbnail's scans are not counted.
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(16, 16, |x, y| Rgb([x as u8, y as u8, 0])));
+        assert_eq!(jpeg_scan_count(&encode(&img, ImageFormat::Jpeg)), 1);
+        assert_eq!(dimensions(&ok).unwrap(), (64, 64));
     }
 
     #[test]
