@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// either way.
     #[arg(long, env = "DFSERVE_SHUTDOWN_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// After the grace period the listeners close and in-flight requests get this long to
+    /// finish; whatever is still running then is cancelled (and logged) and the process exits.
+    #[arg(long, env = "DFSERVE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// gRPC streams (calls) open at once on one HTTP/2 connection.
+    #[arg(long, env = "DFSERVE_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 64)]
+    pub grpc_max_concurrent_streams: u32,
+    /// A `DetectStream` whose client sends nothing for this long is ended (DEADLINE_EXCEEDED).
+    #[arg(long, env = "DFSERVE_GRPC_STREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub grpc_stream_idle_timeout: Duration,
     /// Serve HTTPS and gRPC over TLS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "DFSERVE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -67,6 +67,13 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         tokio::time::sleep(grace).await;
         let _ = stop_tx.send(true);
     });
+    // Once the listeners close, in-flight work has --shutdown-timeout to finish.
+    let deadline_rx = stop_rx.clone();
+    let shutdown_timeout = args.shutdown_timeout;
+    let forced = async move {
+        stopped(deadline_rx).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
 
     let app = crate::api::http::router(
         detector.clone(),
@@ -77,18 +84,25 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         },
     );
     let http = serve_http(http_listener, app, tls.as_ref(), stopped(stop_rx.clone()));
-    let grpc = crate::api::grpc::serve(
-        detector,
-        grpc_listener,
-        args.grpc_max_message_bytes,
-        keys,
-        tls.as_ref(),
-        stopped(stop_rx),
-    );
-    let (h, g) = tokio::join!(http, grpc);
-    h?;
-    g?;
-    tracing::info!("stopped");
+    let limits = crate::api::grpc::GrpcLimits {
+        max_message_bytes: args.grpc_max_message_bytes,
+        max_concurrent_streams: args.grpc_max_concurrent_streams,
+        stream_idle_timeout: args.grpc_stream_idle_timeout,
+    };
+    let grpc = crate::api::grpc::serve(detector, grpc_listener, limits, keys, tls.as_ref(), stopped(stop_rx));
+    tokio::select! {
+        (h, g) = async { tokio::join!(http, grpc) } => {
+            h?;
+            g?;
+            tracing::info!("stopped");
+        }
+        _ = forced => {
+            tracing::warn!(
+                timeout_ms = shutdown_timeout.as_millis() as u64,
+                "shutdown timeout: requests still in flight were cancelled"
+            );
+        }
+    }
     Ok(())
 }
 

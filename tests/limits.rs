@@ -226,3 +226,40 @@ async fn decoding_is_admitted_against_a_pixel_budget_and_scan_bombs_are_refused(
     let r = s.client.post(s.url("/v1/detect")).body(jpeg).send().await.unwrap();
     assert_eq!(r.status(), 200, "an ordinary progressive JPEG still decodes");
 }
+
+#[tokio::test]
+async fn a_stuck_upload_cannot_hold_shutdown_past_its_timeout() {
+    let mut s = Server::start_logged(&["--shutdown-timeout", "500ms"]).await;
+    // A client that sends headers and 10 of the 1,000 body bytes it announced, then stalls.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::Write;
+    tcp.write_all(b"POST /v1/detect HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n0123456789").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &s.pid().to_string()]).status().unwrap().success());
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "exited after {took:?}");
+    assert!(s.log().iter().any(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("shutdown timeout"))));
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn an_idle_detect_stream_is_closed() {
+    use dfserve::api::grpc::pb::dfserve_v1::{detector_client::DetectorClient, DetectRequest};
+    let s = Server::start(&["--grpc-stream-idle-timeout", "1s"]).await;
+    let mut c = DetectorClient::connect(s.grpc.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DetectRequest { image: sample("mesonet/df/df00204.jpg").into(), mode: 1, ..Default::default() })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = c.detect_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert_eq!(out.message().await.unwrap().unwrap().status, "ok");
+    // Then nothing more is sent, and the stream is not closed by the client.
+    let err = out.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(tx);
+}

@@ -21,6 +21,8 @@ const STREAM_CONCURRENCY: usize = 16;
 
 pub struct DetectorApi {
     pub detector: Arc<Detector>,
+    /// A stream whose client sends nothing for this long is ended with DEADLINE_EXCEEDED.
+    pub stream_idle_timeout: std::time::Duration,
 }
 
 /// The request's options as the detect layer takes them. proto3 has no "unset" for plain
@@ -145,8 +147,15 @@ impl DetectorService for DetectorApi {
         r: Request<Streaming<pb::DetectRequest>>,
     ) -> Result<Response<Self::DetectStreamStream>, Status> {
         let detector = self.detector.clone();
-        let out = r
-            .into_inner()
+        let idle = self.stream_idle_timeout;
+        let inbound = tokio_stream::StreamExt::timeout(r.into_inner(), idle).map(move |msg| match msg {
+            Ok(msg) => msg,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no message for {} s (--grpc-stream-idle-timeout); stream closed",
+                idle.as_secs()
+            ))),
+        });
+        let out = inbound
             .map(move |msg| {
                 let detector = detector.clone();
                 async move {

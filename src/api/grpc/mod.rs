@@ -47,10 +47,19 @@ impl tonic::service::Interceptor for RequireKey {
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves. With `keys`, every
 /// service but `grpc.health.v1.Health` needs an API key.
+/// Limits of the gRPC listener.
+pub struct GrpcLimits {
+    pub max_message_bytes: usize,
+    /// Calls open at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// A `DetectStream` with no message for this long is ended.
+    pub stream_idle_timeout: std::time::Duration,
+}
+
 pub async fn serve(
     detector: Arc<Detector>,
     listener: tokio::net::TcpListener,
-    max_message_bytes: usize,
+    limits: GrpcLimits,
     keys: Option<Arc<KeyStore>>,
     tls: Option<&(Vec<u8>, Vec<u8>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -86,16 +95,21 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let auth = RequireKey(keys);
     let kserve = GrpcInferenceServiceServer::new(kserve::KServe { core: core.clone(), detector: detector.clone() })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
     let kserve = InterceptedService::new(kserve, auth.clone());
-    let detector = DetectorServer::new(dfserve::DetectorApi { detector })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+    let detector =
+        DetectorServer::new(dfserve::DetectorApi { detector, stream_idle_timeout: limits.stream_idle_timeout })
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
     let detector = InterceptedService::new(detector, auth.clone());
     let reflection_v1 = InterceptedService::new(reflection_v1, auth.clone());
     let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, auth);
-    let mut builder = tonic::transport::Server::builder();
+    // Per connection: a bounded number of calls, and pings so dead peers are noticed.
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams.max(1)))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
     if let Some((cert, key)) = tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
