@@ -86,6 +86,14 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "DFSERVE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// A client must send a request's headers within this time of connecting or of its
+    /// previous request, or the connection is closed (slow-header clients; this also ends idle
+    /// keep-alive connections).
+    #[arg(long, env = "DFSERVE_HTTP_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+    /// A request body that delivers no data for this long fails with 400 (stalled uploads).
+    #[arg(long, env = "DFSERVE_HTTP_BODY_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_body_idle_timeout: Duration,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 use crate::auth::KeyStore;
@@ -79,11 +78,12 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         detector.clone(),
         crate::api::http::HttpOptions {
             max_body_bytes: args.max_body_bytes,
+            body_idle_timeout: args.http_body_idle_timeout,
             keys: keys.clone(),
             public_metrics: args.public_metrics,
         },
     );
-    let http = serve_http(http_listener, app, tls.as_ref(), stopped(stop_rx.clone()));
+    let http = serve_http(http_listener, app, tls.as_ref(), args.http_header_timeout, stopped(stop_rx.clone()));
     let limits = crate::api::grpc::GrpcLimits {
         max_message_bytes: args.grpc_max_message_bytes,
         max_concurrent_streams: args.grpc_max_concurrent_streams,
@@ -125,19 +125,49 @@ fn load_tls(args: &ServeArgs) -> anyhow::Result<Option<TlsPem>> {
     Ok(Some((read(cert)?, read(key)?)))
 }
 
-/// Serves the HTTP router, over TLS when configured, until `stop` resolves.
+/// Serves the HTTP router, over TLS when configured, until `stop` resolves; then stops
+/// accepting and waits for the open connections to finish their requests.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     tls: Option<&TlsPem>,
+    header_timeout: std::time::Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     match tls {
         None => {
-            let listener = listener.tap_io(|tcp| {
+            // hyper's own connection loop rather than `axum::serve`, which sets no timer, so
+            // no header read timeout: a client that never finishes its headers would hold its
+            // connection forever.
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+            tokio::pin!(stop);
+            loop {
+                let (tcp, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = &mut stop => break,
+                };
                 let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            drop(listener);
+            graceful.shutdown().await;
         }
         Some((cert, key)) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert.clone(), key.clone())
@@ -149,7 +179,8 @@ async fn serve_http(
                 stop.await;
                 h.graceful_shutdown(None);
             });
-            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?.handle(handle);
+            let mut server = axum_server::from_tcp_rustls(listener.into_std()?, config)?.handle(handle);
+            server.http_builder().http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
             server.serve(app.into_make_service()).await?;
         }
     }

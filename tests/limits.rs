@@ -263,3 +263,37 @@ async fn an_idle_detect_stream_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(tx);
 }
+
+#[tokio::test]
+async fn slow_headers_and_stalled_bodies_do_not_hold_connections() {
+    use std::io::{Read, Write};
+    let s = Server::start(&["--http-header-timeout", "1s", "--http-body-idle-timeout", "1s"]).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Headers started and never finished: the connection is closed.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"POST /v1/detect HTTP/1.1\r\nhost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // A body that stops arriving: answered with an error and the connection freed.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled.write_all(b"POST /v1/detect HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n0123456789").unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = stalled.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server kept serving. (A fresh client: idle keep-alive connections are closed by the
+    // same header timeout.)
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/detect?mode=whole"))
+        .body(sample("mesonet/df/df00204.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

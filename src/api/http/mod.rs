@@ -29,6 +29,8 @@ use crate::detect::Detector;
 /// Front-end settings of the HTTP server.
 pub struct HttpOptions {
     pub max_body_bytes: usize,
+    /// A request body that delivers nothing for this long fails (400).
+    pub body_idle_timeout: std::time::Duration,
     pub keys: Option<Arc<KeyStore>>,
     pub public_metrics: bool,
 }
@@ -59,6 +61,7 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(opts.body_idle_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
