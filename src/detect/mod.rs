@@ -104,10 +104,9 @@ impl Detector {
         opts: &DetectOptions,
         deadline: Instant,
     ) -> Result<ImageResult, CoreError> {
-        self.core.admit()?;
         let started = Instant::now();
         let result =
-            self.bounded(deadline, self.core.score_picture(Picture::Encoded(bytes), &opts.image, deadline)).await;
+            self.admitted(deadline, self.core.score_picture(Picture::Encoded(bytes), &opts.image, deadline)).await;
         // For the pipeline, one image is one inference and one execution.
         let stats = self.core.pipeline_stats();
         stats.record_request(result.is_ok(), started.elapsed());
@@ -126,10 +125,9 @@ impl Detector {
         opts: &DetectOptions,
         deadline: Instant,
     ) -> Result<VideoResult, CoreError> {
-        self.core.admit()?;
         let started = Instant::now();
         let work = video::score_video(&self.core, &self.video, bytes, container, opts, deadline);
-        let result = self.bounded(deadline, work).await;
+        let result = self.admitted(deadline, work).await;
         let word = result.as_ref().map_or("error", |v| verdict::word(v.status, v.label));
         let m = &self.core.metrics;
         m.videos.with_label_values(&[word]).inc();
@@ -137,12 +135,14 @@ impl Detector {
         result
     }
 
-    /// `work`, or 504 once `deadline` passes (dropping `work` cancels it).
-    async fn bounded<T>(
+    /// `work` if the core admits it now (503 while warming up or draining), or 504 once
+    /// `deadline` passes (dropping `work` cancels it).
+    async fn admitted<T>(
         &self,
         deadline: Instant,
         work: impl std::future::Future<Output = Result<T, CoreError>>,
     ) -> Result<T, CoreError> {
+        self.core.admit()?;
         tokio::time::timeout_at(deadline.into(), work)
             .await
             .unwrap_or(Err(CoreError::DeadlineExceeded(self.core.settings().request_timeout)))
