@@ -297,3 +297,40 @@ async fn slow_headers_and_stalled_bodies_do_not_hold_connections() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn a_json_tensor_with_a_huge_data_array_is_refused_without_building_it() {
+    let s = Server::start(&[]).await;
+    // 20 million zeros (40 MB) for a tensor whose shape holds 196,608 values.
+    let mut body = br#"{"inputs":[{"name":"input","shape":[1,256,256,3],"datatype":"FP32","data":["#.to_vec();
+    body.extend(std::iter::repeat_n(*b"0,", 20_000_000).flatten());
+    body.extend_from_slice(b"0]}]}");
+    let pid = s.pid();
+    let rss = move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    };
+    let idle = rss();
+    let client = reqwest::Client::new();
+    let req = tokio::spawn(client.post(s.url("/v2/models/meso4_df/infer")).body(body).send());
+    let mut peak = idle;
+    while !req.is_finished() {
+        peak = peak.max(rss());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = req.await.unwrap().unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().contains("more than the 196608 elements"), "{err}");
+    // The 40 MB body itself is in memory; a JSON value tree of it would be some 600 MB more.
+    assert!(peak - idle < 200, "the server grew by {} MiB", peak - idle);
+}

@@ -2,6 +2,7 @@
 
 mod error;
 mod health;
+mod json_tensor;
 mod state;
 mod v1;
 mod v2;

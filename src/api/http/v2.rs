@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{body_error, status_of};
+use super::json_tensor;
 use super::state::AppState;
 use crate::api::kserve::{self, DataType, InferRequest, InputTensor, Param, TensorData};
 use crate::error::CoreError;
@@ -103,7 +104,8 @@ struct JsonInput {
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    data: Option<Value>,
+    /// Kept as text and read into typed values by `json_tensor`.
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +158,9 @@ fn parse_request(
     body: Bytes,
     max_rows: usize,
 ) -> Result<(InferRequest, BinaryOutputs), CoreError> {
+    // No legitimate tensor holds more values than the row cap times the largest item (the
+    // detector's 320 x 240 x 3 input is 230,400 values).
+    let max_elements = max_rows.saturating_mul(1 << 20);
     let header_len = match headers.get(HEADER_LEN) {
         None => body.len(),
         Some(v) => v
@@ -204,7 +209,14 @@ fn parse_request(
                     .data
                     .as_ref()
                     .ok_or_else(|| bad(format!("input '{}' has neither data nor binary_data_size", input.name)))?;
-                json_data(&input.name, dt, data)?
+                // At most what the declared shape says (the row cap was checked above), and never
+                // more than a request of the largest model input at the row cap.
+                let declared = input
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |acc, d| usize::try_from(*d).ok().and_then(|d| acc.checked_mul(d)))
+                    .ok_or_else(|| bad(format!("input '{}': shape {:?} is not valid", input.name, input.shape)))?;
+                json_tensor::read(&input.name, dt, data, declared.min(max_elements))?
             }
         };
         inputs.push(InputTensor { name: input.name, shape: input.shape, data });
@@ -244,43 +256,6 @@ fn parse_request(
         InferRequest { model, version, id: json.id, parameters, inputs, outputs },
         BinaryOutputs { all: all_binary, names: binary_names },
     ))
-}
-
-/// Flattens (possibly nested) JSON `data` into typed values.
-fn json_data(name: &str, dt: DataType, data: &Value) -> Result<TensorData, CoreError> {
-    fn flatten<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-            other => out.push(other),
-        }
-    }
-    let mut flat = Vec::new();
-    flatten(data, &mut flat);
-    let wrong = |i: usize, want: &str| bad(format!("input '{name}': element {i} of data is not {want}"));
-    Ok(match dt {
-        DataType::Fp32 => TensorData::Fp32(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| v.as_f64().map(|f| f as f32).ok_or_else(|| wrong(i, "a number")))
-                .collect::<Result<_, _>>()?,
-        ),
-        DataType::Int32 => TensorData::Int32(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_i64().and_then(|x| i32::try_from(x).ok()).ok_or_else(|| wrong(i, "a 32-bit integer"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DataType::Bytes => TensorData::Bytes(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_str().map(|s| Bytes::copy_from_slice(s.as_bytes())).ok_or_else(|| wrong(i, "a string"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-    })
 }
 
 fn json_values(data: &TensorData) -> Value {
