@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
-use crate::verdict::{self, Label, Status};
+use crate::verdict::{Label, Status};
 use crate::video::{Container, Sniffed, VideoDecoder};
 pub use request::{DetectOptions, DetectParams};
 pub use video::{VideoResult, VideoTimings};
@@ -128,7 +128,7 @@ impl Detector {
         let started = Instant::now();
         let work = video::score_video(&self.core, &self.video, bytes, container, opts, deadline);
         let result = self.admitted(deadline, work).await;
-        let word = result.as_ref().map_or("error", |v| verdict::word(v.status, v.label));
+        let word = result.as_ref().map_or("error", |v| v.word());
         let m = &self.core.metrics;
         m.videos.with_label_values(&[word]).inc();
         m.stage_seconds.with_label_values(&["video_total"]).observe(started.elapsed().as_secs_f64());

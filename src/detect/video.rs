@@ -56,6 +56,13 @@ pub struct VideoResult {
     pub timings: VideoTimings,
 }
 
+impl VideoResult {
+    /// `manipulated`, `authentic` or `no_face`.
+    pub fn word(&self) -> &'static str {
+        verdict::word(self.status, self.label)
+    }
+}
+
 type Scored = (u64, f64, ImageResult);
 
 /// Scores one uploaded video. The caller has admitted the request and bounds it with `deadline`.

@@ -138,7 +138,9 @@ impl VideoDecoder {
         .map_err(|e| CoreError::Unavailable(format!("cannot store the upload for decoding: {e}")))?;
         let input = format!("file:{}", file.path().display());
 
-        let json = self.ffprobe(container, &input, &["-show_format", "-show_streams"], ffmpeg_deadline).await?;
+        let json = self
+            .ffprobe(container, &input, &["-print_format", "json", "-show_format", "-show_streams"], ffmpeg_deadline)
+            .await?;
         let p = probe::parse(&json).map_err(|m| CoreError::UndecodableVideo(m.into()))?;
         if p.duration > s.max_duration.as_secs_f64() {
             return Err(CoreError::VideoTooLong(format!(
@@ -194,10 +196,7 @@ impl VideoDecoder {
         what: &[&str],
         deadline: Instant,
     ) -> Result<Vec<u8>, CoreError> {
-        let mut args = strings(&["-v", "error", "-select_streams", "v:0", "-print_format", "json"]);
-        if what.contains(&"-of") {
-            args.truncate(4);
-        }
+        let mut args = strings(&["-v", "error", "-select_streams", "v:0"]);
         args.extend(input_args(container, input));
         args.extend(strings(what));
         ffmpeg::run("ffprobe", &args, &self.confinement, deadline, MAX_PROBE_OUTPUT)

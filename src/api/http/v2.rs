@@ -158,8 +158,8 @@ fn parse_request(
     body: Bytes,
     max_rows: usize,
 ) -> Result<(InferRequest, BinaryOutputs), CoreError> {
-    // No legitimate tensor holds more values than the row cap times the largest item (the
-    // detector's 320 x 240 x 3 input is 230,400 values).
+    // A backstop behind the declared shape: no legitimate tensor holds more than a mebi-value
+    // per row (the largest model input, the detector's 320 x 240 x 3, is 230,400 values).
     let max_elements = max_rows.saturating_mul(1 << 20);
     let header_len = match headers.get(HEADER_LEN) {
         None => body.len(),
