@@ -9,6 +9,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().build_client(true).build_server(true).bytes(".").compile_fds(fds)?;
+    // Every message implements `prost::Name`, so the bounded codec knows which one it reads.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .codec_path("crate::api::grpc::codec::BoundedCodec")
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 # bounded latency, that memory stays bounded, and that the server recovers.
 #
 #   bench/overload.sh [SECONDS] [CONNECTIONS]       default 20 s, 128 connections
+#   DFSERVE_BIN=path/to/dfserve bench/overload.sh   another build (for side-by-side runs)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,7 +17,7 @@ command -v wrk >/dev/null || { echo "bench/overload.sh needs wrk (apt-get instal
 scripts/setup.sh >/dev/null
 SAMPLES="${DFSERVE_SAMPLES:-$ROOT/../shared/samples}/mesonet"
 export DFSERVE_BENCH_IMAGES="$SAMPLES/df/df00204.jpg:$SAMPLES/df/df01254.jpg:$SAMPLES/real/real00240.jpg:$SAMPLES/real/real00772.jpg"
-target/release/dfserve serve --host 127.0.0.1 --http-port "$PORT" --grpc-port $((PORT + 1)) --max-queue-size 16 \
+"${DFSERVE_BIN:-target/release/dfserve}" serve --host 127.0.0.1 --http-port "$PORT" --grpc-port $((PORT + 1)) --max-queue-size 16 \
   >"$OUT/overload_server.out" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

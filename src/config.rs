@@ -94,6 +94,15 @@ pub struct ServeArgs {
     /// A request body that delivers no data for this long fails with 400 (stalled uploads).
     #[arg(long, env = "DFSERVE_HTTP_BODY_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http_body_idle_timeout: Duration,
+    /// Bytes of request bodies (HTTP bodies, unary gRPC messages) held in memory at once,
+    /// across all clients; a body that would go over is refused with 429 `busy`. Never below
+    /// one body of --max-body-bytes / --grpc-max-message-bytes.
+    #[arg(long, env = "DFSERVE_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
+    /// A request body (or unary gRPC message) still arriving after this long is refused (408 /
+    /// DEADLINE_EXCEEDED): a total bound, where --http-body-idle-timeout bounds stalls.
+    #[arg(long, env = "DFSERVE_BODY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -172,9 +181,10 @@ pub struct EngineArgs {
     /// Largest accepted image, in pixels, checked from the header before decoding (422 above).
     #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
-    /// Megapixels of uploaded images being decoded at once, server-wide, as their headers
-    /// declare them (429 `busy` above, before decoding). Bounds decoder memory: about 3 bytes
-    /// per pixel plus the decoder's buffers. Never below one image at --max-image-pixels.
+    /// Megapixels of uploaded images being decoded or scored at once, server-wide, as their
+    /// headers declare them (429 `busy` above, before decoding). Bounds the memory of decoders
+    /// and decoded pixels: about 3 bytes per pixel plus the decoder's buffers. Never below one
+    /// image at --max-image-pixels.
     #[arg(long, env = "DFSERVE_MAX_DECODING_MEGAPIXELS", default_value_t = 120)]
     pub max_decoding_megapixels: u32,
     #[command(flatten)]

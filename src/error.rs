@@ -38,6 +38,9 @@ pub enum CoreError {
     /// A server-wide budget (FFmpeg runs) is spent: the caller should back off and retry.
     #[error("{0}")]
     Busy(String),
+    /// A request body was still arriving after `--body-timeout`.
+    #[error("request body was not received within {0:?} (--body-timeout); send it faster or in smaller requests")]
+    BodyTimeout(Duration),
     /// No model of that name (or version, or it is not of the kind needed). The payload names
     /// what was asked for, e.g. `'nope'` or `'meso4_df' version '7'`.
     #[error("unknown model {0}; GET /v1/models lists the loaded models")]
@@ -79,6 +82,7 @@ impl CoreError {
             CoreError::VideoTooLong(_) => "video_too_long",
             CoreError::VideoTooLarge(_) => "video_too_large",
             CoreError::Busy(_) => "busy",
+            CoreError::BodyTimeout(_) => "body_timeout",
             CoreError::ModelNotFound(_) => "model_not_found",
             CoreError::QueueFull(_) => "queue_full",
             CoreError::DeadlineExceeded(_) => "deadline_exceeded",

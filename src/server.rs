@@ -74,6 +74,12 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         tokio::time::sleep(shutdown_timeout).await;
     };
 
+    // One budget for request bodies on both ports.
+    let bodies = crate::api::body::BodyBudget::new(
+        args.max_inflight_body_bytes,
+        args.max_body_bytes.max(args.grpc_max_message_bytes),
+        args.body_timeout,
+    );
     let app = crate::api::http::router(
         detector.clone(),
         crate::api::http::HttpOptions {
@@ -81,6 +87,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             body_idle_timeout: args.http_body_idle_timeout,
             keys: keys.clone(),
             public_metrics: args.public_metrics,
+            bodies: bodies.clone(),
         },
     );
     let http = serve_http(http_listener, app, tls.as_ref(), args.http_header_timeout, stopped(stop_rx.clone()));
@@ -88,6 +95,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         max_message_bytes: args.grpc_max_message_bytes,
         max_concurrent_streams: args.grpc_max_concurrent_streams,
         stream_idle_timeout: args.grpc_stream_idle_timeout,
+        bodies,
     };
     let grpc = crate::api::grpc::serve(detector, grpc_listener, limits, keys, tls.as_ref(), stopped(stop_rx));
     tokio::select! {

@@ -305,26 +305,12 @@ async fn a_json_tensor_with_a_huge_data_array_is_refused_without_building_it() {
     let mut body = br#"{"inputs":[{"name":"input","shape":[1,256,256,3],"datatype":"FP32","data":["#.to_vec();
     body.extend(std::iter::repeat_n(*b"0,", 20_000_000).flatten());
     body.extend_from_slice(b"0]}]}");
-    let pid = s.pid();
-    let rss = move || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS"))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            / 1024
-    };
-    let idle = rss();
+    let idle = s.rss_mib();
     let client = reqwest::Client::new();
     let req = tokio::spawn(client.post(s.url("/v2/models/meso4_df/infer")).body(body).send());
     let mut peak = idle;
     while !req.is_finished() {
-        peak = peak.max(rss());
+        peak = peak.max(s.rss_mib());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let r = req.await.unwrap().unwrap();
@@ -333,4 +319,149 @@ async fn a_json_tensor_with_a_huge_data_array_is_refused_without_building_it() {
     assert!(err["error"].as_str().unwrap().contains("more than the 196608 elements"), "{err}");
     // The 40 MB body itself is in memory; a JSON value tree of it would be some 600 MB more.
     assert!(peak - idle < 200, "the server grew by {} MiB", peak - idle);
+}
+
+/// Sends `wire` as one gRPC message to `method`, bypassing any client-side encoding, and
+/// decodes the answer as `R`.
+async fn raw_grpc_call<R: prost::Message + Default + Send + 'static>(
+    endpoint: String,
+    method: &'static str,
+    wire: Vec<u8>,
+) -> Result<R, tonic::Status> {
+    #[derive(Default)]
+    struct Raw<R>(std::marker::PhantomData<R>);
+    struct RawEncoder;
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(buf, &item);
+            Ok(())
+        }
+    }
+    impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for Raw<R> {
+        type Encode = Vec<u8>;
+        type Decode = R;
+        type Encoder = RawEncoder;
+        type Decoder = <tonic_prost::ProstCodec<R, R> as tonic::codec::Codec>::Decoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> Self::Decoder {
+            tonic_prost::ProstCodec::<R, R>::raw_decoder(Default::default())
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    grpc.unary(tonic::Request::new(wire), path, Raw::<R>::default()).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_grpc_message_packed_with_empty_tensors_is_refused_before_decoding() {
+    let s = Server::start(&[]).await;
+    // Five million empty `inputs` (field 5, length 0): 10 MB on the wire, which prost would
+    // turn into some 1.5 GB of InferInputTensor structs.
+    let mut wire = Vec::with_capacity(10_000_100);
+    prost::encoding::string::encode(1, &"meso4_df".to_string(), &mut wire);
+    wire.extend(std::iter::repeat_n([0x2a_u8, 0x00], 5_000_000).flatten());
+    let idle = s.rss_mib();
+    let started = Instant::now();
+    let call = tokio::spawn(raw_grpc_call::<dfserve::api::grpc::pb::inference::ModelInferResponse>(
+        s.grpc.clone(),
+        "/inference.GRPCInferenceService/ModelInfer",
+        wire,
+    ));
+    let mut peak = idle;
+    while !call.is_finished() {
+        peak = peak.max(s.rss_mib());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("would decode to about"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(peak - idle < 100, "the server grew by {} MiB", peak - idle);
+
+    // The same packing, a little of it, still decodes (and fails on its own merits).
+    let mut wire = Vec::new();
+    prost::encoding::string::encode(1, &"meso4_df".to_string(), &mut wire);
+    wire.extend(std::iter::repeat_n([0x2a_u8, 0x00], 100).flatten());
+    let status = raw_grpc_call::<dfserve::api::grpc::pb::inference::ModelInferResponse>(
+        s.grpc.clone(),
+        "/inference.GRPCInferenceService/ModelInfer",
+        wire,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test]
+async fn bodies_share_one_budget_and_must_arrive_in_time() {
+    use std::io::{Read, Write};
+    let s = Server::start(&[
+        "--max-body-bytes",
+        "1000000",
+        "--grpc-max-message-bytes",
+        "1000000",
+        "--max-inflight-body-bytes",
+        "1500000",
+        "--body-timeout",
+        "3s",
+        "--http-body-idle-timeout",
+        "10s",
+    ])
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // One upload holds 900 KB of the 1.5 MB budget and keeps trickling (never idle long).
+    let mut holder = std::net::TcpStream::connect(&addr).unwrap();
+    holder.write_all(b"POST /v1/detect HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n").unwrap();
+    holder.write_all(&vec![0u8; 900_000]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Another 800 KB body does not fit next to it: 429 busy, over HTTP and over gRPC.
+    let r = reqwest::Client::new().post(s.url("/v1/detect")).body(vec![0u8; 800_000]).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["code"], "busy", "{err}");
+    assert!(err["error"].as_str().unwrap().contains("--max-inflight-body-bytes"), "{err}");
+    let mut c = GrpcInferenceServiceClient::connect(s.grpc.clone()).await.unwrap();
+    let status = c
+        .model_infer(ModelInferRequest {
+            model_name: "meso4_df".into(),
+            raw_input_contents: vec![vec![0u8; 800_000].into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.metadata().get("dfserve-error-code").unwrap(), "busy");
+
+    // The holder keeps sending a little at a time; at --body-timeout it is answered 408.
+    let started = Instant::now();
+    let mut head = String::new();
+    holder.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    while started.elapsed() < Duration::from_secs(8) {
+        let _ = holder.write_all(b"xx");
+        let mut buf = [0u8; 512];
+        if let Ok(n) = holder.read(&mut buf) {
+            head = String::from_utf8_lossy(&buf[..n]).to_string();
+            break;
+        }
+    }
+    assert!(head.starts_with("HTTP/1.1 408"), "{head:?}");
+    assert!(head.contains("body_timeout"), "{head}");
+    drop(holder);
+
+    // Its bytes are back in the budget: a small image goes through.
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/detect?mode=whole"))
+        .body(sample("mesonet/df/df00204.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

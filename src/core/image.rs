@@ -126,8 +126,9 @@ pub fn ms(d: Duration) -> f64 {
 pub struct ImagePipeline {
     pub detector: FaceDetector,
     pub max_image_pixels: u64,
-    /// Megapixels of uploads being decoded at once, server-wide (`--max-decoding-megapixels`):
-    /// a decode takes its image's share (read from the header) or the request is refused.
+    /// Megapixels of uploads being decoded or scored at once, server-wide
+    /// (`--max-decoding-megapixels`): a request takes its image's share (read from the header)
+    /// before decoding and holds it until answered, or is refused.
     pub decode_budget: Arc<tokio::sync::Semaphore>,
     pub crop_margin: f32,
     pub crop_border: Border,
@@ -161,14 +162,13 @@ impl ImagePipeline {
         let metrics = self.metrics.clone();
         let input = first_model.config.input.clone();
         let first_stage = if opts.mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
-        let (img, first_row) = blocking(move || {
+        // The permit stays with this request until it is answered: it covers the decoder's
+        // buffers and then the decoded pixels, which live until the last crop is cut.
+        let (img, first_row, _permit) = blocking(move || {
             let img = match picture {
                 Picture::Encoded(bytes) => {
                     let t0 = Instant::now();
                     let img = Arc::new(decode_rgb(&bytes, limits)?);
-                    // The decoded pixels now live in `img`, bounded by the queues; the budget
-                    // covers the decoder's own buffers, which end here.
-                    drop(permit);
                     metrics.stage_seconds.with_label_values(&["decode"]).observe(t0.elapsed().as_secs_f64());
                     img
                 }
@@ -177,7 +177,7 @@ impl ImagePipeline {
             let t1 = Instant::now();
             let row = model_input(&img, Region::whole(&img), &input);
             metrics.stage_seconds.with_label_values(&[first_stage]).observe(t1.elapsed().as_secs_f64());
-            Ok::<_, CoreError>((img, row))
+            Ok::<_, CoreError>((img, row, permit))
         })
         .await?;
         t.decode_ms = ms(started.elapsed());
@@ -242,7 +242,8 @@ impl ImagePipeline {
 impl ImagePipeline {
     /// Takes this upload's share of the decode budget: its megapixels as its header declares
     /// them (at least 1, at most the per-image limit), or 429 `busy` when they are not free.
-    /// The permit is held until the decode ends, even if the request goes away first.
+    /// The permit is held until the request is answered, and until the decode ends even if the
+    /// request goes away first.
     fn admit_decode(&self, bytes: &[u8]) -> Result<tokio::sync::OwnedSemaphorePermit, CoreError> {
         let pixels = crate::pipeline::decode::dimensions(bytes).map_or(0, |(w, h)| w as u64 * h as u64);
         let units = pixels.min(self.max_image_pixels).div_ceil(1_000_000).max(1) as u32;

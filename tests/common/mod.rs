@@ -123,6 +123,16 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// The server's resident memory now, in MiB.
+    pub fn rss_mib(&self) -> u64 {
+        proc_status_mib(self.pid(), "VmRSS")
+    }
+
+    /// The server's peak resident memory so far (the kernel's high-water mark), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        proc_status_mib(self.pid(), "VmHWM")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -224,4 +234,15 @@ pub fn clips() -> &'static PathBuf {
 
 pub fn clip(name: &str) -> Vec<u8> {
     std::fs::read(clips().join(name)).unwrap()
+}
+
+fn proc_status_mib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kib / 1024
 }

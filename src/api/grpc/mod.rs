@@ -2,6 +2,8 @@
 //! `dfserve.v1.Detector`, the standard `grpc.health.v1` health service and server reflection,
 //! all on one port.
 
+mod bodies;
+pub mod codec;
 mod dfserve;
 mod kserve;
 mod metrics;
@@ -54,6 +56,8 @@ pub struct GrpcLimits {
     pub max_concurrent_streams: u32,
     /// A `DetectStream` with no message for this long is ended.
     pub stream_idle_timeout: std::time::Duration,
+    /// Shared with HTTP: bytes of request bodies held at once, and the time to receive one.
+    pub bodies: crate::api::body::BodyBudget,
 }
 
 pub async fn serve(
@@ -118,6 +122,7 @@ pub async fn serve(
         // Outermost, so it sees the status the client gets.
         .layer(metrics::MetricsLayer::new(core.metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+        .layer(bodies::BodyBudgetLayer(limits.bodies.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

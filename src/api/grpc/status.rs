@@ -18,7 +18,7 @@ pub fn status_of(err: &CoreError) -> Code {
             Code::ResourceExhausted
         }
         CoreError::ModelNotFound(_) => Code::NotFound,
-        CoreError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        CoreError::DeadlineExceeded(_) | CoreError::BodyTimeout(_) => Code::DeadlineExceeded,
         CoreError::Unavailable(_) => Code::Unavailable,
         CoreError::Inference(_) => Code::Internal,
     }
@@ -51,6 +51,7 @@ mod tests {
             (CoreError::UndecodableVideo("x".into()), Code::InvalidArgument),
             (CoreError::PayloadTooLarge("x".into()), Code::ResourceExhausted),
             (CoreError::DeadlineExceeded(std::time::Duration::from_secs(1)), Code::DeadlineExceeded),
+            (CoreError::BodyTimeout(std::time::Duration::from_secs(1)), Code::DeadlineExceeded),
             (CoreError::Unavailable("x".into()), Code::Unavailable),
             (CoreError::Inference("x".into()), Code::Internal),
         ];

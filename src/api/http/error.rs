@@ -20,6 +20,7 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         CoreError::ModelNotFound(_) => StatusCode::NOT_FOUND,
         CoreError::QueueFull(_) | CoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+        CoreError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -76,6 +77,7 @@ mod tests {
             (CoreError::VideoTooLong("x".into()), 422),
             (CoreError::VideoTooLarge("x".into()), 422),
             (CoreError::DeadlineExceeded(Duration::from_secs(1)), 504),
+            (CoreError::BodyTimeout(Duration::from_secs(1)), 408),
             (CoreError::Unavailable("draining".into()), 503),
             (CoreError::Inference("boom".into()), 500),
         ];

@@ -34,12 +34,13 @@ pub struct HttpOptions {
     pub body_idle_timeout: std::time::Duration,
     pub keys: Option<Arc<KeyStore>>,
     pub public_metrics: bool,
+    pub bodies: crate::api::body::BodyBudget,
 }
 
 pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
     let max_body_bytes = opts.max_body_bytes;
     let core = detector.core().clone();
-    let state = AppState { detector, core, keys: opts.keys, public_metrics: opts.public_metrics };
+    let state = AppState { detector, core, keys: opts.keys, public_metrics: opts.public_metrics, bodies: opts.bodies };
     Router::new()
         .route("/v1/detect", post(v1::detect))
         .route("/v1/models", get(v1::models))
@@ -63,6 +64,7 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(opts.body_idle_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), budget_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -101,6 +103,19 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
     let mut resp = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"dfserve\""));
     resp
+}
+
+/// Puts the body on the shared budget (`api::body`). A body cut off by the budget or its
+/// deadline fails whatever was reading it; the answer is then that refusal (429 or 408), not
+/// the reader's generic "bad body".
+async fn budget_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let (body, reservation) = state.bodies.wrap(body, |e| Box::new(e));
+    let resp = next.run(Request::from_parts(parts, axum::body::Body::new(body))).await;
+    match reservation.refusal() {
+        Some(err) => error::ApiError(err).into_response(),
+        None => resp,
+    }
 }
 
 /// Counts requests by route template and status, observes their latency, and writes one

@@ -16,4 +16,6 @@ pub struct AppState {
     pub keys: Option<Arc<KeyStore>>,
     /// Serve /metrics without a key even when keys are required.
     pub public_metrics: bool,
+    /// The request-body budget shared with gRPC.
+    pub bodies: crate::api::body::BodyBudget,
 }
