@@ -28,6 +28,9 @@ pub enum Command {
     /// Score files and folders of images in-process (or against a server), optionally with
     /// labels for evaluation.
     Score(ScoreArgs),
+    /// Fit a calibration (Platt scaling) from the rows of an earlier `dfserve score` run with
+    /// labels, report it, and with --write store it in the model's config.
+    Calibrate(CalibrateArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
     /// Time the whole image pipeline in-process, one image at a time (no server, no queue):
@@ -145,8 +148,9 @@ pub struct EngineArgs {
     /// Load only these models (comma-separated); default: every config in --model-dir.
     #[arg(long, env = "DFSERVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// Classifier used when a request names none.
-    #[arg(long, env = "DFSERVE_DEFAULT_MODEL", default_value = "meso4_df")]
+    /// Classifier (a model or an ensemble) used when a request names none. The default
+    /// ensemble covers face swaps and face reenactment; name `meso4_df` for half the cost.
+    #[arg(long, env = "DFSERVE_DEFAULT_MODEL", default_value = "meso4_ensemble")]
     pub default_model: String,
     /// Face detector model.
     #[arg(long, env = "DFSERVE_DETECTOR", default_value = "ultraface_rfb320")]
@@ -217,6 +221,11 @@ pub struct EngineArgs {
     /// once. Default: the cores the process may use.
     #[arg(long, env = "DFSERVE_MAX_FFMPEG_PROCESSES")]
     pub max_ffmpeg_processes: Option<usize>,
+    /// Faces whose longer side is shorter than this many pixels (in `whole` mode: images) are
+    /// scored but get the verdict `not_applicable` (`face_too_small`) and do not count towards
+    /// the image's verdict: MesoNet flags half of the authentic faces under 40 px.
+    #[arg(long, env = "DFSERVE_MIN_FACE_SIZE", default_value_t = 64)]
+    pub min_face_size: u32,
     /// Decoded frames of one video that may wait for or be in scoring at once.
     #[arg(long, env = "DFSERVE_VIDEO_FRAMES_IN_FLIGHT", default_value_t = 4)]
     pub video_frames_in_flight: usize,
@@ -248,6 +257,7 @@ impl EngineArgs {
             max_decoding_megapixels: self.max_decoding_megapixels,
             crop_margin: self.crop.crop_margin,
             crop_border: self.crop.crop_border,
+            min_face_size: self.min_face_size,
         }
     }
 
@@ -376,6 +386,33 @@ pub struct ScoreArgs {
     /// Images in flight at once (reading, decoding, queued for the model).
     #[arg(long, default_value_t = 32)]
     pub jobs: usize,
+    /// With labels: also report the metrics of each sub-folder's fakes against all reals (e.g.
+    /// one folder per manipulation method), and the reals' folders on their own.
+    #[arg(long)]
+    pub by_folder: bool,
+    /// With labels: fit a calibration (Platt scaling) for each model on this run's scores and
+    /// write it into the model's config in --model-dir; the server serves calibrated scores
+    /// after a restart.
+    #[arg(long)]
+    pub calibrate: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CalibrateArgs {
+    /// Rows written by `dfserve score --labels ... --output FILE` (JSONL, or CSV by extension).
+    pub scores: PathBuf,
+    /// The model (column) to calibrate.
+    #[arg(long)]
+    pub model: String,
+    /// Store the calibration in the model's config in --model-dir.
+    #[arg(long)]
+    pub write: bool,
+    /// Directory of model configs.
+    #[arg(long, env = "DFSERVE_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+    /// Print the fit as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

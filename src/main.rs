@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => block_on(dfserve::server::run(args, dfserve::server::shutdown_signal())),
         Command::Score(args) => block_on(dfserve::score::run(args)),
         Command::Models(args) => dfserve::models::list(&args.model_dir),
+        Command::Calibrate(args) => dfserve::score::calibrate_file(&args),
         Command::BenchModel(args) => dfserve::bench::bench_model(&args),
         Command::BenchPipeline(args) => dfserve::bench::bench_pipeline(&args),
     };

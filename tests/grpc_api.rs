@@ -34,11 +34,27 @@ async fn unary_detect_matches_the_http_api() {
         let (_, http) = s.detect(q, img).await;
         let want = http["results"][0]["score"].as_f64().unwrap();
         assert_eq!(r.id, "a1");
-        assert_eq!(r.model, "meso4_df");
+        assert_eq!(r.model, "meso4_ensemble");
         assert_eq!(r.status, "ok");
         assert!((r.score.unwrap() as f64 - want).abs() < 1e-6, "{file}: grpc {:?} http {want}", r.score);
         assert_eq!(r.label, http["results"][0]["label"].as_str().unwrap());
-        assert_eq!(r.faces.len(), http["results"][0]["faces"].as_array().unwrap().len());
+        assert_eq!(r.verdict, http["results"][0]["verdict"].as_str().unwrap());
+        let faces = http["results"][0]["faces"].as_array().unwrap();
+        assert_eq!(r.faces.len(), faces.len());
+        for (g, h) in r.faces.iter().zip(faces) {
+            assert_eq!(g.verdict, h["verdict"].as_str().unwrap());
+            let members: Vec<(String, f64)> = h["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m["model"].as_str().unwrap().to_string(), m["score"].as_f64().unwrap()))
+                .collect();
+            assert_eq!(g.members.len(), 2);
+            for (gm, (name, score)) in g.members.iter().zip(&members) {
+                assert_eq!(&gm.model, name);
+                assert!((gm.score as f64 - score).abs() < 1e-6);
+            }
+        }
         assert!(r.timings.unwrap().total_ms > 0.0);
     }
     let err =

@@ -101,7 +101,7 @@ async fn multipart_answers_each_file_in_order_and_a_bad_file_fails_alone() {
         .part("a", reqwest::multipart::Part::bytes(sample("mesonet/df/df00204.jpg")).file_name("fake.jpg"))
         .part("b", reqwest::multipart::Part::bytes(b"not an image at all".to_vec()).file_name("junk.jpg"))
         .part("c", reqwest::multipart::Part::bytes(png).file_name("real.png"));
-    let r = s.client.post(s.url("/v1/detect?mode=whole")).multipart(form).send().await.unwrap();
+    let r = s.client.post(s.url("/v1/detect?mode=whole&model=meso4_df")).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     let results = body["results"].as_array().unwrap();
@@ -319,27 +319,29 @@ fn startup_errors_are_clear_and_exit_non_zero() {
     std::fs::copy(common::root().join("models/ultraface_rfb320.onnx"), dir.join("ultraface_rfb320.onnx")).unwrap();
     std::fs::write(dir.join("ultraface_rfb320.toml"), &det).unwrap();
     let d = dir.to_str().unwrap();
+    // Only meso4_df is in this directory, so it must be the default.
+    const ENV: [(&str, &str); 1] = [("DFSERVE_DEFAULT_MODEL", "meso4_df")];
 
     // Input name that is not in the ONNX file: the error names both sides.
     std::fs::write(dir.join("meso4_df.toml"), good.replace("name = \"input\"", "name = \"pixels\"")).unwrap();
-    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
+    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &ENV);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("config input 'pixels'") && err.contains("input [-1, 256, 256, 3]"), "{err}");
 
     // Layout that disagrees with the file's shape.
     std::fs::write(dir.join("meso4_df.toml"), good.replace("layout = \"NHWC\"", "layout = \"NCHW\"")).unwrap();
-    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
+    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &ENV);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("[-1, 256, 256, 3]") && err.contains("[-1, 3, 256, 256]"), "{err}");
 
     // Output that does not exist.
     std::fs::write(dir.join("meso4_df.toml"), good.replace("score = \"fake_prob\"", "score = \"prob\"")).unwrap();
-    let (_, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
+    let (_, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &ENV);
     assert!(err.contains("config output 'prob'") && err.contains("fake_prob"), "{err}");
 
     // Checksum mismatch.
     std::fs::write(dir.join("meso4_df.toml"), good.replace("sha256 = \"11cf", "sha256 = \"00cf")).unwrap();
-    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
+    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &ENV);
     assert_eq!(code, Some(1));
     assert!(err.contains("sha256"), "{err}");
 
@@ -347,19 +349,19 @@ fn startup_errors_are_clear_and_exit_non_zero() {
     std::fs::write(dir.join("meso4_df.toml"), &good).unwrap();
     let (code, err) = run_to_failure(
         &["serve", "--http-port", "0", "--model-dir", d, "--ort-lib", "/nonexistent/libonnxruntime.so"],
-        &[],
+        &ENV,
     );
     assert_eq!(code, Some(1));
     assert!(err.contains("ONNX Runtime library not found"), "{err}");
 
     // A GPU device without a GPU build (or without a GPU) is an error, never a CPU fall-back.
-    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d, "--device", "cuda"], &[]);
+    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d, "--device", "cuda"], &ENV);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.to_lowercase().contains("cuda"), "{err}");
 
     // Missing model file.
     std::fs::remove_file(dir.join("meso4_df.onnx")).unwrap();
-    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &[]);
+    let (code, err) = run_to_failure(&["serve", "--http-port", "0", "--model-dir", d], &ENV);
     assert_eq!(code, Some(1));
     assert!(err.contains("missing") && err.contains("scripts/setup.sh"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -104,7 +104,26 @@ fn cases() -> Vec<Case> {
 }
 
 fn face(f: &dfserve::api::grpc::pb::dfserve_v1::Face) -> Value {
-    json!({ "box": [f.x1, f.y1, f.x2, f.y2], "confidence": f.confidence, "score": f.score, "label": f.label })
+    let mut v =
+        json!({ "box": [f.x1, f.y1, f.x2, f.y2], "confidence": f.confidence, "score": f.score, "label": f.label });
+    verdict_fields(&mut v, &f.verdict, &f.verdict_reason);
+    if !f.members.is_empty() {
+        v["members"] = f.members.iter().map(|m| json!({ "model": m.model, "score": m.score })).collect();
+    }
+    if let Some(raw) = f.raw_score {
+        v["raw_score"] = json!(raw);
+    }
+    v
+}
+
+/// HTTP leaves out an empty verdict (video track frames) and a missing reason.
+fn verdict_fields(v: &mut Value, verdict: &str, reason: &str) {
+    if !verdict.is_empty() {
+        v["verdict"] = json!(verdict);
+    }
+    if !reason.is_empty() {
+        v["verdict_reason"] = json!(reason);
+    }
 }
 
 /// The gRPC response in the HTTP result's JSON shape (timings left out).
@@ -114,6 +133,7 @@ fn grpc_as_json(r: &DetectResponse) -> Value {
         "kind": r.kind, "width": r.width, "height": r.height, "status": r.status, "score": r.score,
         "label": label, "threshold": r.threshold,
     });
+    verdict_fields(&mut v, &r.verdict, &r.verdict_reason);
     match &r.video {
         None => v["faces"] = r.faces.iter().map(face).collect(),
         Some(video) => {

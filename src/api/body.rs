@@ -56,7 +56,8 @@ impl BodyBudget {
         let body = BudgetedBody {
             inner: body,
             reservation: reservation.clone(),
-            deadline: Box::pin(tokio::time::sleep(self.timeout)),
+            deadline: None,
+            received_by: tokio::time::Instant::now() + self.timeout,
             timeout: self.timeout,
             to_error,
             failed: false,
@@ -110,7 +111,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         reservation: Arc<Reservation>,
-        deadline: Pin<Box<tokio::time::Sleep>>,
+        // The timer is made only once the body has to wait for data: most bodies arrive whole
+        // in their first read and never need one.
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        received_by: tokio::time::Instant,
         timeout: Duration,
         to_error: fn(CoreError) -> BoxError,
         failed: bool,
@@ -138,7 +142,9 @@ where
         let frame = match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                if this.deadline.as_mut().poll(cx).is_ready() {
+                let received_by = *this.received_by;
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(received_by)));
+                if deadline.as_mut().poll(cx).is_ready() {
                     return refuse(CoreError::BodyTimeout(*this.timeout), this.failed);
                 }
                 return Poll::Pending;

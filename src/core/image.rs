@@ -13,7 +13,7 @@ use bytes::Bytes;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::roles::{Classifier, FaceDetector};
+use super::roles::{Classifier, FaceDetector, MemberScore};
 use crate::error::CoreError;
 use crate::metrics::Metrics;
 use crate::pipeline::crop::Border;
@@ -21,7 +21,7 @@ use crate::pipeline::decode::{decode_rgb, DecodeLimits};
 use crate::pipeline::detect::FaceBox;
 use crate::pipeline::preprocess::{model_input, Region};
 use crate::pipeline::{aggregate, face_rows};
-use crate::verdict::{self, Label, Status};
+use crate::verdict::{self, Judgement, Label, Reason, Status};
 
 /// How to find what to score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
@@ -75,8 +75,18 @@ pub struct FaceResult {
     pub bbox: [f32; 4],
     /// Detector confidence; 1.0 in `whole` mode.
     pub confidence: f32,
+    /// The classifier's score: for an ensemble the combination, calibrated when the classifier
+    /// is calibrated.
     pub score: f32,
     pub label: Label,
+    #[serde(flatten)]
+    pub judgement: Judgement,
+    /// The score before calibration (only for a calibrated classifier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_score: Option<f32>,
+    /// Each member's score (only for an ensemble).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberScore>,
 }
 
 /// Wall time of each stage of one picture, in milliseconds. The stages run one after another,
@@ -106,6 +116,9 @@ pub struct ImageResult {
     pub score: Option<f32>,
     pub label: Option<Label>,
     pub threshold: f32,
+    /// What to act on: from the faces large enough to judge (see `Judgement::image`).
+    #[serde(flatten)]
+    pub judgement: Judgement,
     pub faces: Vec<FaceResult>,
     pub timings: ImageTimings,
 }
@@ -132,6 +145,8 @@ pub struct ImagePipeline {
     pub decode_budget: Arc<tokio::sync::Semaphore>,
     pub crop_margin: f32,
     pub crop_border: Border,
+    /// Faces (in `whole` mode, images) whose longer side is shorter are `not_applicable`.
+    pub min_face_size: u32,
     pub metrics: Arc<Metrics>,
 }
 
@@ -146,12 +161,17 @@ impl ImagePipeline {
     ) -> Result<ImageResult, CoreError> {
         let started = Instant::now();
         let mut t = ImageTimings::default();
-        let first_model = match opts.mode {
-            Mode::Faces => self.detector.model.clone(),
-            Mode::Whole => opts.classifier.model.clone(),
-        };
         // Refuse at once, before decoding, when the first queue is already full.
-        first_model.batcher.check_capacity()?;
+        let input = match opts.mode {
+            Mode::Faces => {
+                self.detector.model.batcher.check_capacity()?;
+                self.detector.model.config.input.clone()
+            }
+            Mode::Whole => {
+                opts.classifier.check_capacity()?;
+                opts.classifier.input().clone()
+            }
+        };
         let permit = match &picture {
             Picture::Encoded(bytes) => Some(self.admit_decode(bytes)?),
             Picture::Decoded(_) => None,
@@ -160,7 +180,6 @@ impl ImagePipeline {
         // Decode, plus the first model input (detector, or classifier in whole mode).
         let limits = DecodeLimits { max_pixels: self.max_image_pixels };
         let metrics = self.metrics.clone();
-        let input = first_model.config.input.clone();
         let first_stage = if opts.mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
         // The permit stays with this request until it is answered: it covers the decoder's
         // buffers and then the decoded pixels, which live until the last crop is cut.
@@ -199,7 +218,7 @@ impl ImagePipeline {
                 self.metrics.faces.inc_by(boxes.len() as u64);
 
                 let t2 = Instant::now();
-                let cls_input = opts.classifier.model.config.input.clone();
+                let cls_input = opts.classifier.input().clone();
                 let (margin, border) = (self.crop_margin, self.crop_border);
                 let metrics = self.metrics.clone();
                 let crops = blocking(move || {
@@ -217,25 +236,49 @@ impl ImagePipeline {
         // Every face is its own batch entry, so faces of this and other requests batch together.
         let t3 = Instant::now();
         let classifier = &opts.classifier;
-        let futures = faces.into_iter().map(|(face, row)| async move {
-            let out = classifier.model.batcher.infer(row, deadline).await?;
-            Ok::<_, CoreError>((face, classifier.score(&out)))
-        });
+        let futures = faces
+            .into_iter()
+            .map(|(face, row)| async move { Ok::<_, CoreError>((face, classifier.score(row, deadline).await?)) });
+        let small = match opts.mode {
+            Mode::Faces => Reason::FaceTooSmall,
+            Mode::Whole => Reason::ImageTooSmall,
+        };
         let mut per_face = Vec::new();
         for r in futures::future::join_all(futures).await {
-            let (face, score) = r?;
+            let (face, scored) = r?;
+            let longer_side = (face.x2 - face.x1).max(face.y2 - face.y1);
+            let mut judgement = Judgement::face(scored.score, longer_side, self.min_face_size, &classifier.bands);
+            if judgement.reason == Some(Reason::FaceTooSmall) {
+                judgement.reason = Some(small);
+            }
             per_face.push(FaceResult {
                 bbox: [face.x1, face.y1, face.x2, face.y2],
                 confidence: face.confidence,
-                score,
-                label: Label::for_score(score, opts.threshold),
+                score: scored.score,
+                label: Label::for_score(scored.score, opts.threshold),
+                judgement,
+                raw_score: scored.raw,
+                members: scored.members,
             });
         }
         t.classify_ms = ms(t3.elapsed());
         let scores: Vec<f32> = per_face.iter().map(|f| f.score).collect();
         let (status, score, label) = verdict::outcome(aggregate(&scores), opts.threshold);
+        let judged: Vec<f32> = per_face.iter().filter(|f| f.judgement.reason.is_none()).map(|f| f.score).collect();
+        let unjudged = (!per_face.is_empty()).then_some(small);
+        let judgement = Judgement::image(&judged, unjudged, &opts.classifier.bands);
         t.total_ms = ms(started.elapsed());
-        Ok(ImageResult { width, height, status, score, label, threshold: opts.threshold, faces: per_face, timings: t })
+        Ok(ImageResult {
+            width,
+            height,
+            status,
+            score,
+            label,
+            threshold: opts.threshold,
+            judgement,
+            faces: per_face,
+            timings: t,
+        })
     }
 }
 

@@ -51,6 +51,8 @@ pub struct CoreSettings {
     pub max_decoding_megapixels: u32,
     pub crop_margin: f32,
     pub crop_border: Border,
+    /// Faces smaller than this (longer side, pixels) are not judged.
+    pub min_face_size: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,22 +85,31 @@ impl InferCore {
     /// batcher and resolves its role. Blocking: call before serving or from a blocking thread.
     pub fn load(settings: CoreSettings, metrics: Arc<Metrics>) -> anyhow::Result<InferCore> {
         let env = crate::runtime::init_environment(&settings.ort_lib)?;
-        let mut configs = crate::models::load_dir(&settings.model_dir)?;
+        let dir = crate::models::read_dir(&settings.model_dir)?;
+        let (mut configs, mut ensembles) = (dir.models, dir.ensembles);
         if !settings.models.is_empty() {
+            let mut wanted: Vec<String> = Vec::new();
             for name in &settings.models {
-                if !configs.contains_key(name) {
+                if let Some(e) = ensembles.get(name) {
+                    // An ensemble brings its members.
+                    wanted.extend(e.members.iter().cloned());
+                } else if !configs.contains_key(name) {
                     bail!(
                         "--models names '{name}', which has no config in {} (have: {})",
                         settings.model_dir.display(),
-                        configs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        configs.keys().chain(ensembles.keys()).cloned().collect::<Vec<_>>().join(", ")
                     );
                 }
+                wanted.push(name.clone());
             }
-            configs.retain(|name, _| settings.models.contains(name));
+            configs.retain(|name, _| wanted.contains(name));
+            ensembles.retain(|name, e| wanted.contains(name) || e.members.iter().all(|m| configs.contains_key(m)));
         }
+        let default_is_ensemble = ensembles.contains_key(&settings.default_model);
         match configs.get(&settings.default_model) {
             Some(c) if c.kind == ModelKind::Classifier => {}
             Some(_) => bail!("--default-model '{}' is not a classifier", settings.default_model),
+            None if default_is_ensemble => {}
             None => bail!("--default-model '{}' is not among the loaded models", settings.default_model),
         }
         match configs.get(&settings.detector) {
@@ -128,6 +139,9 @@ impl InferCore {
             }
             models.insert(name, model);
         }
+        for (name, cfg) in &ensembles {
+            classifiers.insert(name.clone(), Arc::new(Classifier::ensemble(cfg, &models)?));
+        }
         let detector = detector.context("the --detector model was checked above")?;
         let pipeline = ImagePipeline {
             detector,
@@ -137,6 +151,7 @@ impl InferCore {
             )),
             crop_margin: settings.crop_margin,
             crop_border: settings.crop_border,
+            min_face_size: settings.min_face_size,
             metrics: metrics.clone(),
         };
         Ok(InferCore {
@@ -209,6 +224,11 @@ impl InferCore {
                 queue_depth: m.batcher.queue_depth(),
             })
             .collect()
+    }
+
+    /// Every classifier a request may name (models and ensembles), by name.
+    pub fn classifiers(&self) -> impl Iterator<Item = &Arc<Classifier>> {
+        self.classifiers.values()
     }
 
     /// A loaded model by name.

@@ -60,6 +60,13 @@ impl Detection {
             Detection::Video(v) => v.label,
         }
     }
+
+    pub fn judgement(&self) -> crate::verdict::Judgement {
+        match self {
+            Detection::Image(r) => r.judgement,
+            Detection::Video(v) => v.judgement,
+        }
+    }
 }
 
 /// The detect layer: the inference core plus what only uploads need (video decoding).

@@ -18,7 +18,7 @@ use super::request::DetectOptions;
 use crate::core::image::ms;
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
-use crate::verdict::{self, Label, Status};
+use crate::verdict::{self, Judgement, Label, Reason, Status};
 use crate::video::{track, Aggregation, Container, VideoDecoder};
 
 /// Wall time of each stage of one video, in milliseconds; the stages follow one another.
@@ -52,6 +52,9 @@ pub struct VideoResult {
     pub score: Option<f32>,
     pub label: Option<Label>,
     pub threshold: f32,
+    /// What to act on, from the face tracks large enough to judge (see `Judgement::image`).
+    #[serde(flatten)]
+    pub judgement: Judgement,
     pub tracks: Vec<track::Track>,
     pub timings: VideoTimings,
 }
@@ -124,6 +127,20 @@ pub(super) async fn score_video(
     let tracks = track::build_tracks(&observations, 0.3, opts.aggregation);
     let threshold = opts.image.threshold;
     let (status, score, label) = verdict::outcome(tracks.iter().map(|t| t.score).reduce(f32::max), threshold);
+    // A track is judged when its faces, as scored (in the scaled-down frames), are on average
+    // at least --min-face-size on their longer side.
+    let scale = sx.max(sy).max(f32::MIN_POSITIVE);
+    let min_size = core.settings().min_face_size as f32;
+    let judged: Vec<f32> = tracks
+        .iter()
+        .filter(|t| {
+            let sides: f32 = t.frames.iter().map(|f| (f.bbox[2] - f.bbox[0]).max(f.bbox[3] - f.bbox[1])).sum();
+            sides / t.frames.len().max(1) as f32 / scale >= min_size
+        })
+        .map(|t| t.score)
+        .collect();
+    let unjudged = (!tracks.is_empty()).then_some(Reason::FaceTooSmall);
+    let judgement = Judgement::image(&judged, unjudged, &opts.image.classifier.bands);
     Ok(VideoResult {
         duration_s: p.duration,
         fps: p.fps,
@@ -138,6 +155,7 @@ pub(super) async fn score_video(
         score,
         label,
         threshold,
+        judgement,
         tracks,
         timings: VideoTimings { probe_ms: ms(probe_time), decode_ms, score_ms, total_ms: ms(started.elapsed()) },
     })

@@ -5,6 +5,8 @@
 //! which output means "manipulated". `runtime::check_io` later holds it against the session's
 //! real inputs and outputs, so a wrong file fails at start-up rather than scoring garbage.
 
+pub mod scoring;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -118,6 +120,12 @@ pub struct ModelConfig {
     pub output: Option<ClassifierOutput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<DetectorConfig>,
+    /// Classifiers: the fitted calibration of the score, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<scoring::Calibration>,
+    /// Classifiers: the verdict band edges (defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<scoring::Bands>,
     /// Where the config was read from (not part of the file).
     #[serde(skip)]
     pub config_path: PathBuf,
@@ -155,14 +163,17 @@ impl ModelConfig {
                 if self.detector.is_some() {
                     bail!("a classifier must not have a [detector] table");
                 }
+                if let Some(b) = &self.verdict {
+                    b.validate()?;
+                }
             }
             ModelKind::Detector => {
                 let det = self.detector.as_ref().context("a detector needs a [detector] table")?;
                 if !(0.0..=1.0).contains(&det.score_threshold) || !(0.0..=1.0).contains(&det.nms_iou) {
                     bail!("detector.score_threshold and detector.nms_iou must be in [0, 1]");
                 }
-                if self.output.is_some() {
-                    bail!("a detector must not have an [output] table");
+                if self.output.is_some() || self.calibration.is_some() || self.verdict.is_some() {
+                    bail!("a detector must not have an [output], [calibration] or [verdict] table");
                 }
             }
         }
@@ -179,11 +190,19 @@ impl ModelConfig {
     }
 }
 
-/// All model configs found in a directory, by name.
-pub fn load_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, ModelConfig>> {
+/// The configs in a model directory: ONNX models and ensembles of them, by name (one
+/// namespace for both).
+#[derive(Debug, Clone, Default)]
+pub struct ModelDir {
+    pub models: BTreeMap<String, ModelConfig>,
+    pub ensembles: BTreeMap<String, scoring::EnsembleConfig>,
+}
+
+/// Every config (`*.toml`) in a directory.
+pub fn read_dir(dir: &Path) -> anyhow::Result<ModelDir> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading model directory {} (see --model-dir)", dir.display()))?;
-    let mut out = BTreeMap::new();
+    let mut out = ModelDir::default();
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
@@ -191,15 +210,33 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, ModelConfig>> {
     paths.sort();
     for path in paths {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg = ModelConfig::from_toml(&text, &path)?;
-        if let Some(prev) = out.insert(cfg.name.clone(), cfg) {
-            bail!("two model configs use the name '{}' ({})", prev.name, prev.config_path.display());
+        let kind = toml::from_str::<toml::Table>(&text)
+            .ok()
+            .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(str::to_string)));
+        let taken = |out: &ModelDir, name: &str| out.models.contains_key(name) || out.ensembles.contains_key(name);
+        if kind.as_deref() == Some("ensemble") {
+            let cfg = scoring::EnsembleConfig::from_toml(&text, &path)?;
+            if taken(&out, &cfg.name) {
+                bail!("two configs use the name '{}' ({})", cfg.name, path.display());
+            }
+            out.ensembles.insert(cfg.name.clone(), cfg);
+        } else {
+            let cfg = ModelConfig::from_toml(&text, &path)?;
+            if taken(&out, &cfg.name) {
+                bail!("two configs use the name '{}' ({})", cfg.name, path.display());
+            }
+            out.models.insert(cfg.name.clone(), cfg);
         }
     }
-    if out.is_empty() {
+    if out.models.is_empty() {
         bail!("no model configs (*.toml) in {}", dir.display());
     }
     Ok(out)
+}
+
+/// The ONNX model configs in a directory, by name.
+pub fn load_dir(dir: &Path) -> anyhow::Result<BTreeMap<String, ModelConfig>> {
+    Ok(read_dir(dir)?.models)
 }
 
 /// sha256 of a file, as lowercase hex.
@@ -211,8 +248,8 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 
 /// `dfserve models`: every config in `dir`, with the state of its ONNX file.
 pub fn list(dir: &Path) -> anyhow::Result<()> {
-    let configs = load_dir(dir)?;
-    for (name, cfg) in configs {
+    let configs = read_dir(dir)?;
+    for (name, cfg) in configs.models {
         let path = dir.join(&cfg.file);
         let state = if !path.is_file() {
             "missing (run scripts/setup.sh)".to_string()
@@ -222,6 +259,9 @@ pub fn list(dir: &Path) -> anyhow::Result<()> {
             "CHECKSUM MISMATCH".to_string()
         };
         println!("{name:<22} v{:<3} {:<10?} {:<28} {state}", cfg.version, cfg.kind, cfg.file);
+    }
+    for (name, cfg) in configs.ensembles {
+        println!("{name:<22} v{:<3} {:<10} {:?} of {}", cfg.version, "Ensemble", cfg.combine, cfg.members.join(" + "));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! concurrent HTTP requests would. Rows are written as they complete, one line each and
 //! flushed, so an interrupted run leaves a valid file that `--resume` continues.
 
+mod calibrate;
 pub mod eval;
 mod output;
 mod report;
@@ -90,6 +91,7 @@ async fn remote(
         let r = &body["results"][0];
         let faces: Vec<FaceOut> = serde_json::from_value(r["faces"].clone()).unwrap_or_default();
         let face_count = if r["kind"] == "video" { r["tracks"].as_array().map_or(0, |t| t.len()) } else { faces.len() };
+        let raw_score = row::top_raw(&faces);
         return Ok(Outcome {
             status: r["status"].as_str().unwrap_or("error").to_string(),
             score: r["score"].as_f64().map(|s| s as f32),
@@ -97,6 +99,9 @@ async fn remote(
             face_count,
             faces,
             error: None,
+            verdict: r["verdict"].as_str().map(str::to_string),
+            verdict_reason: r["verdict_reason"].as_str().map(str::to_string),
+            raw_score,
         });
     }
     unreachable!("the retry loop returns")
@@ -348,27 +353,68 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
         let thresholds = model_thresholds(scorer, &models, args.threshold, &args.engine.runtime.model_dir);
         let summaries = report::summarize(&all, &models, &thresholds);
         report::print(&summaries);
+        if args.by_folder {
+            for m in &models {
+                report::print_folders(m, &report::by_folder(&all, m, thresholds[m]));
+            }
+        }
+        let mut fits = Vec::new();
+        if args.calibrate {
+            let source = args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            for m in &models {
+                let fit = calibrate::fit(m, &report::uncalibrated_samples(&all, m), &source)?;
+                calibrate::print(&fit);
+                let path = calibrate::write(&args.engine.runtime.model_dir, &fit)?;
+                eprintln!(
+                    "dfserve score: calibration of '{m}' written to {} (restart the server to use it)",
+                    path.display()
+                );
+                fits.push(fit);
+            }
+        }
         if let Some(dir) = &args.report {
-            report::write(dir, &all, &models, &summaries)?;
+            report::write(dir, &all, &models, &summaries, &fits)?;
             eprintln!("dfserve score: report written to {}", dir.display());
         }
     }
     Ok(())
 }
 
+/// `dfserve calibrate`: a calibration fitted on the rows of an earlier labelled run.
+pub fn calibrate_file(args: &crate::config::CalibrateArgs) -> anyhow::Result<()> {
+    let format = if args.scores.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        OutputFormat::Csv
+    } else {
+        OutputFormat::Jsonl
+    };
+    let rows = output::read_rows(&args.scores, format, std::slice::from_ref(&args.model))?;
+    let samples = report::uncalibrated_samples(&rows, &args.model);
+    let fit = calibrate::fit(&args.model, &samples, &args.scores.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fit)?);
+    } else {
+        calibrate::print(&fit);
+    }
+    if args.write {
+        let path = calibrate::write(&args.model_dir, &fit)?;
+        eprintln!("dfserve calibrate: written to {} (restart the server to use it)", path.display());
+    }
+    Ok(())
+}
+
 /// The threshold each model's labels were decided with.
 fn model_thresholds(scorer: &Scorer, models: &[String], cli: Option<f32>, model_dir: &Path) -> BTreeMap<String, f32> {
-    let configs = match scorer {
-        Scorer::Local(detector) => {
-            detector.core().models().into_iter().map(|m| (m.config.name.clone(), m.config)).collect()
+    let configured = |m: &str| -> Option<f32> {
+        match scorer {
+            Scorer::Local(detector) => detector.core().classifier(Some(m)).ok().map(|c| c.threshold),
+            Scorer::Remote { .. } => {
+                let dir = crate::models::read_dir(model_dir).ok()?;
+                dir.models
+                    .get(m)
+                    .and_then(|c| c.output.as_ref().map(|o| o.threshold))
+                    .or_else(|| dir.ensembles.get(m).map(|e| e.threshold))
+            }
         }
-        Scorer::Remote { .. } => crate::models::load_dir(model_dir).unwrap_or_default(),
     };
-    models
-        .iter()
-        .map(|m| {
-            let t = cli.or_else(|| configs.get(m).and_then(|c| c.output.as_ref()).map(|o| o.threshold)).unwrap_or(0.5);
-            (m.clone(), t)
-        })
-        .collect()
+    models.iter().map(|m| (m.clone(), cli.or_else(|| configured(m)).unwrap_or(0.5))).collect()
 }

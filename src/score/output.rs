@@ -16,10 +16,13 @@ pub enum Writer {
     Csv(Box<csv::Writer<Box<dyn Write>>>, Vec<String>),
 }
 
+/// CSV columns per model, in order.
+const COLUMNS: [&str; 7] = ["score", "label", "status", "faces", "error", "verdict", "raw_score"];
+
 fn csv_header(models: &[String]) -> Vec<String> {
     let mut h = vec!["path".to_string(), "truth".to_string()];
     for m in models {
-        for col in ["score", "label", "status", "faces", "error"] {
+        for col in COLUMNS {
             h.push(format!("{m}.{col}"));
         }
     }
@@ -88,6 +91,8 @@ impl Writer {
                     rec.push(o.status.clone());
                     rec.push(o.face_count.to_string());
                     rec.push(o.error.clone().unwrap_or_default());
+                    rec.push(o.verdict.clone().unwrap_or_default());
+                    rec.push(o.raw_score.map(|s| s.to_string()).unwrap_or_default());
                 }
                 w.write_record(rec)?;
                 w.flush()?;
@@ -137,7 +142,7 @@ pub fn read_rows(path: &Path, format: OutputFormat, models: &[String]) -> anyhow
                 }
                 let mut outcomes = std::collections::BTreeMap::new();
                 for (i, m) in models.iter().enumerate() {
-                    let c = |k: usize| rec.get(2 + i * 5 + k).unwrap_or("").to_string();
+                    let c = |k: usize| rec.get(2 + i * COLUMNS.len() + k).unwrap_or("").to_string();
                     let opt = |s: String| if s.is_empty() { None } else { Some(s) };
                     outcomes.insert(
                         m.clone(),
@@ -148,6 +153,9 @@ pub fn read_rows(path: &Path, format: OutputFormat, models: &[String]) -> anyhow
                             face_count: c(3).parse().unwrap_or(0),
                             faces: vec![],
                             error: opt(c(4)),
+                            verdict: opt(c(5)),
+                            verdict_reason: None,
+                            raw_score: c(6).parse().ok(),
                         },
                     );
                 }

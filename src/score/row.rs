@@ -12,6 +12,9 @@ pub struct FaceOut {
     pub bbox: [f32; 4],
     pub confidence: f32,
     pub score: f32,
+    /// Before calibration (calibrated classifiers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_score: Option<f32>,
 }
 
 /// One model's verdict on one image.
@@ -25,6 +28,16 @@ pub struct Outcome {
     pub faces: Vec<FaceOut>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `likely_manipulated`, `uncertain`, `likely_authentic` or `not_applicable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// Why `not_applicable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict_reason: Option<String>,
+    /// The score before calibration (calibrated classifiers only): what calibration is fitted
+    /// on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_score: Option<f32>,
 }
 
 /// One output row: an image, its ground truth when known, and every model's outcome.
@@ -38,7 +51,17 @@ pub struct Row {
 
 impl Outcome {
     pub fn error(message: String) -> Outcome {
-        Outcome { status: "error".into(), score: None, label: None, face_count: 0, faces: vec![], error: Some(message) }
+        Outcome {
+            status: "error".into(),
+            score: None,
+            label: None,
+            face_count: 0,
+            faces: vec![],
+            error: Some(message),
+            verdict: None,
+            verdict_reason: None,
+            raw_score: None,
+        }
     }
 }
 
@@ -47,13 +70,45 @@ impl Outcome {
     /// is in the server API).
     pub fn from_detection(d: Detection) -> Outcome {
         let (status, score, label) = (d.status().as_str().into(), d.score(), d.label().map(|l| l.as_str().into()));
+        let judgement = d.judgement();
         let (face_count, faces) = match d {
             Detection::Image(r) => (
                 r.faces.len(),
-                r.faces.iter().map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score }).collect(),
+                r.faces
+                    .iter()
+                    .map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score, raw_score: f.raw_score })
+                    .collect(),
             ),
             Detection::Video(v) => (v.tracks.len(), vec![]),
         };
-        Outcome { status, score, label, face_count, faces, error: None }
+        let raw_score = top_raw(&faces);
+        Outcome {
+            status,
+            score,
+            label,
+            face_count,
+            faces,
+            error: None,
+            verdict: Some(judgement.verdict.as_str().into()),
+            verdict_reason: judgement.reason.map(|r| r.as_str().into()),
+            raw_score,
+        }
+    }
+
+    /// The score fitted on by calibration: before calibration when there is one.
+    pub fn uncalibrated(&self) -> Option<f32> {
+        self.raw_score.or(self.score)
+    }
+}
+
+/// The raw score of the top-scoring face (calibration is increasing, so it is the face that
+/// gave the image its score).
+pub fn top_raw(faces: &[FaceOut]) -> Option<f32> {
+    faces.iter().max_by(|a, b| a.score.total_cmp(&b.score)).and_then(|f| f.raw_score)
+}
+
+impl Outcome {
+    pub fn is_not_applicable(&self) -> bool {
+        self.verdict.as_deref() == Some("not_applicable")
     }
 }

@@ -14,7 +14,7 @@ use super::status::to_status;
 use crate::core::{FaceResult, ImageResult};
 use crate::detect::{DetectOptions, DetectParams, Detection, Detector, VideoResult};
 use crate::error::CoreError;
-use crate::verdict::Label;
+use crate::verdict::{Judgement, Label};
 
 /// Images of one stream scored at the same time; results still leave in request order.
 const STREAM_CONCURRENCY: usize = 16;
@@ -46,7 +46,22 @@ fn params(r: &pb::DetectRequest) -> DetectParams {
 
 fn face(bbox: [f32; 4], confidence: f32, score: f32, label: Label) -> pb::Face {
     let [x1, y1, x2, y2] = bbox;
-    pb::Face { x1, y1, x2, y2, confidence, score, label: label.as_str().into() }
+    pb::Face { x1, y1, x2, y2, confidence, score, label: label.as_str().into(), ..Default::default() }
+}
+
+fn judged_face(f: FaceResult) -> pb::Face {
+    let (verdict, reason) = judgement_words(&f.judgement);
+    pb::Face {
+        verdict,
+        verdict_reason: reason,
+        raw_score: f.raw_score,
+        members: f.members.into_iter().map(|m| pb::MemberScore { model: m.model, score: m.score }).collect(),
+        ..face(f.bbox, f.confidence, f.score, f.label)
+    }
+}
+
+fn judgement_words(j: &Judgement) -> (String, String) {
+    (j.verdict.as_str().into(), j.reason.map_or("", |r| r.as_str()).into())
 }
 
 fn image_fields(r: ImageResult, resp: &mut pb::DetectResponse) {
@@ -60,7 +75,8 @@ fn image_fields(r: ImageResult, resp: &mut pb::DetectResponse) {
         ..Default::default()
     });
     (resp.width, resp.height) = (r.width, r.height);
-    resp.faces = r.faces.into_iter().map(|f: FaceResult| face(f.bbox, f.confidence, f.score, f.label)).collect();
+    (resp.verdict, resp.verdict_reason) = judgement_words(&r.judgement);
+    resp.faces = r.faces.into_iter().map(judged_face).collect();
 }
 
 fn video_fields(v: VideoResult, resp: &mut pb::DetectResponse) {
@@ -73,6 +89,7 @@ fn video_fields(v: VideoResult, resp: &mut pb::DetectResponse) {
         ..Default::default()
     });
     (resp.width, resp.height) = (v.width, v.height);
+    (resp.verdict, resp.verdict_reason) = judgement_words(&v.judgement);
     let threshold = v.threshold;
     resp.video = Some(pb::Video {
         duration_s: v.duration_s,

@@ -145,5 +145,21 @@ async fn read_multipart(req: Request, state: &AppState) -> Result<Vec<(Option<St
 
 /// `GET /v1/models`: every loaded model with its config.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "device": state.core.device(), "models": state.core.models() }))
+    let classifiers: Vec<Value> = state
+        .core
+        .classifiers()
+        .map(|c| {
+            json!({
+                "name": c.name(),
+                "version": c.version(),
+                "kind": c.kind,
+                "members": c.models().map(|m| m.config.name.clone()).collect::<Vec<_>>(),
+                "threshold": c.threshold,
+                "calibration": c.calibration(),
+                "verdict": c.bands,
+                "default": c.name() == state.core.default_model(),
+            })
+        })
+        .collect();
+    Json(json!({ "device": state.core.device(), "models": state.core.models(), "classifiers": classifiers }))
 }

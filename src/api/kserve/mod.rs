@@ -199,8 +199,15 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
         },
         OutputTensor {
             name: "FACES".into(),
-            shape,
+            shape: shape.clone(),
             data: TensorData::Int32(results.iter().map(|r| r.faces.len() as i32).collect()),
+        },
+        OutputTensor {
+            name: "VERDICT".into(),
+            shape,
+            data: TensorData::Bytes(
+                results.iter().map(|r| Bytes::from_static(r.judgement.verdict.as_str().as_bytes())).collect(),
+            ),
         },
     ])
 }

@@ -127,6 +127,7 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
                 TensorMetadata { name: "SCORE".into(), datatype: "FP32", shape: vec![-1, 1] },
                 TensorMetadata { name: "LABEL".into(), datatype: "BYTES", shape: vec![-1, 1] },
                 TensorMetadata { name: "FACES".into(), datatype: "INT32", shape: vec![-1, 1] },
+                TensorMetadata { name: "VERDICT".into(), datatype: "BYTES", shape: vec![-1, 1] },
             ],
         },
     })
@@ -184,6 +185,7 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
                 tensor("SCORE", DataType::Fp32, None, vec![1]),
                 tensor("LABEL", DataType::Bytes, None, vec![1]),
                 tensor("FACES", DataType::Int32, None, vec![1]),
+                tensor("VERDICT", DataType::Bytes, None, vec![1]),
             ],
             instance_group: vec![instances],
             dynamic_batching,

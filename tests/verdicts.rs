@@ -1,0 +1,143 @@
+//! Ensembles, calibration and verdicts end to end: the combined score against its members,
+//! a calibrated classifier's served score against its raw one, the verdict reasons, and the
+//! same answer from HTTP and from `dfserve score`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{encode, sample, Server};
+use serde_json::Value;
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+/// A copy of the model directory, with `extra` appended to the default ensemble's config.
+fn model_dir(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::root().join("models")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml" || e == "onnx") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let cfg = dir.path().join("meso4_ensemble.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n{extra}")).unwrap();
+    dir
+}
+
+async fn whole(s: &Server, query: &str, body: Vec<u8>) -> Value {
+    let (status, json) = s.detect(&format!("?mode=whole{query}"), body).await;
+    assert_eq!(status, 200, "{json}");
+    json["results"][0].clone()
+}
+
+#[tokio::test]
+async fn the_default_ensemble_is_the_mean_of_its_members() {
+    let s = Server::start(&[]).await;
+    for file in ["mesonet/df/df00204.jpg", "mesonet/real/real00240.jpg"] {
+        let r = whole(&s, "", sample(file)).await;
+        let face = &r["faces"][0];
+        let members = face["members"].as_array().unwrap();
+        assert_eq!(members.len(), 2);
+        // Each member's score is what that model alone serves.
+        for m in members {
+            let alone = whole(&s, &format!("&model={}", m["model"].as_str().unwrap()), sample(file)).await;
+            assert!((alone["score"].as_f64().unwrap() - m["score"].as_f64().unwrap()).abs() < 1e-6, "{m} {alone}");
+        }
+        let mean = members.iter().map(|m| m["score"].as_f64().unwrap()).sum::<f64>() / 2.0;
+        assert!((face["score"].as_f64().unwrap() - mean).abs() < 1e-6, "{face}");
+        assert!(face.get("raw_score").is_none(), "no calibration, no raw score: {face}");
+    }
+}
+
+#[tokio::test]
+async fn a_calibrated_ensemble_serves_the_calibrated_probability_and_bands_it() {
+    let dir = model_dir("[calibration]\nmethod = \"platt\"\na = 2.0\nb = -1.0\n");
+    let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]).await;
+    let r = whole(&s, "", sample("mesonet/df/df00204.jpg")).await;
+    let face = &r["faces"][0];
+    let raw = face["raw_score"].as_f64().unwrap();
+    let mean = face["members"].as_array().unwrap().iter().map(|m| m["score"].as_f64().unwrap()).sum::<f64>() / 2.0;
+    assert!((raw - mean).abs() < 1e-6, "{face}");
+    let want = sigmoid(2.0 * logit(raw) - 1.0);
+    let score = face["score"].as_f64().unwrap();
+    assert!((score - want).abs() < 1e-5, "served {score}, want {want}");
+    // The verdict bands the served (calibrated) score: edges 0.2 and 0.8.
+    let band = if score >= 0.8 {
+        "likely_manipulated"
+    } else if score < 0.2 {
+        "likely_authentic"
+    } else {
+        "uncertain"
+    };
+    assert_eq!(face["verdict"], band, "{face}");
+    assert_eq!(r["verdict"], band, "one face: the image takes its band");
+    let models: Value = s.client.get(s.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let ens = models["classifiers"].as_array().unwrap().iter().find(|c| c["name"] == "meso4_ensemble").unwrap();
+    assert_eq!(ens["calibration"]["a"], 2.0);
+    assert_eq!(ens["default"], true);
+}
+
+#[tokio::test]
+async fn results_that_cannot_be_judged_say_why() {
+    let s = Server::start(&[]).await;
+    // A crop smaller than --min-face-size (64 px) in whole mode.
+    let small = image::load_from_memory(&sample("mesonet/df/df00204.jpg")).unwrap().resize_exact(
+        48,
+        48,
+        image::imageops::FilterType::Triangle,
+    );
+    let r = whole(&s, "", encode(&small.to_rgb8(), image::ImageFormat::Png)).await;
+    assert_eq!(r["verdict"], "not_applicable", "{r}");
+    assert_eq!(r["verdict_reason"], "image_too_small", "{r}");
+    assert_eq!(r["faces"][0]["verdict_reason"], "image_too_small");
+    assert!(r["score"].as_f64().is_some(), "still scored: {r}");
+    // No face at all.
+    let grey = image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    let (_, body) = s.detect("", encode(&grey, image::ImageFormat::Png)).await;
+    let r = &body["results"][0];
+    assert_eq!((r["verdict"].as_str(), r["verdict_reason"].as_str()), (Some("not_applicable"), Some("no_face")));
+    // A large enough face is judged; the same threshold rule still gives the label.
+    let r = whole(&s, "", sample("mesonet/real/real00240.jpg")).await;
+    assert_ne!(r["verdict"], "not_applicable", "{r}");
+    assert!(r.get("verdict_reason").is_none());
+}
+
+#[tokio::test]
+async fn the_cli_gives_what_the_server_gives() {
+    let s = Server::start(&[]).await;
+    let data = tempfile::tempdir().unwrap();
+    for (dir, file) in [("fake", "mesonet/df/df00204.jpg"), ("real", "mesonet/real/real00240.jpg")] {
+        std::fs::create_dir_all(data.path().join(dir)).unwrap();
+        std::fs::write(data.path().join(dir).join("a.jpg"), sample(file)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dfserve"))
+        .current_dir(common::root())
+        .args(["score", "--mode", "whole", "--labels", "dirs", "--by-folder"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Value> =
+        stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let path = row["path"].as_str().unwrap();
+        let r = whole(&s, "", std::fs::read(path).unwrap()).await;
+        let o = &row["models"]["meso4_ensemble"];
+        assert!((o["score"].as_f64().unwrap() - r["score"].as_f64().unwrap()).abs() < 1e-6, "{o} {r}");
+        assert_eq!(o["verdict"], r["verdict"]);
+        assert_eq!(o["label"], r["label"]);
+    }
+    assert!(stdout.contains("by folder"), "{stdout}");
+    assert!(stdout.contains("not applicable"), "{stdout}");
+}
