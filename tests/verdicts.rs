@@ -141,3 +141,56 @@ async fn the_cli_gives_what_the_server_gives() {
     assert!(stdout.contains("by folder"), "{stdout}");
     assert!(stdout.contains("not applicable"), "{stdout}");
 }
+
+#[tokio::test]
+async fn an_audit_record_names_the_upload_and_every_model_that_ran() {
+    use dfserve::api::grpc::pb::dfserve_v1::{detector_client::DetectorClient, DetectRequest};
+    use sha2::{Digest, Sha256};
+    let s = Server::start(&[]).await;
+    let img = sample("mesonet/df/df00204.jpg");
+    let (_, plain) = s.detect("", img.clone()).await;
+    assert!(plain["results"][0].get("audit").is_none(), "off unless asked");
+    let (status, body) = s.detect("?audit=true", img.clone()).await;
+    assert_eq!(status, 200);
+    let a = &body["results"][0]["audit"];
+    assert_eq!(a["upload_sha256"], hex::encode(Sha256::digest(&img)));
+    assert_eq!(a["dfserve_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!((a["classifier"].as_str(), a["classifier_kind"].as_str()), (Some("meso4_ensemble"), Some("ensemble")));
+    assert_eq!(a["combine"], "mean");
+    let file_sha = |name: &str| {
+        let text = std::fs::read_to_string(common::root().join(format!("models/{name}.toml"))).unwrap();
+        let cfg: toml::Table = toml::from_str(&text).unwrap();
+        cfg["sha256"].as_str().unwrap().to_string()
+    };
+    let models: Vec<(String, String, String)> = a["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().into(),
+                m["role"].as_str().unwrap().into(),
+                m["sha256"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> =
+        [("meso4_df", "classifier"), ("meso4_f2f", "classifier"), ("ultraface_rfb320", "detector")]
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_string(), file_sha(n)))
+            .collect();
+    assert_eq!(models, want);
+    assert_eq!((a["bands"]["authentic_below"].as_f64(), a["min_face_size"].as_u64()), (Some(0.2f32 as f64), Some(64)));
+
+    // The same record over gRPC.
+    let mut c = DetectorClient::connect(s.grpc.clone()).await.unwrap();
+    let r =
+        c.detect(DetectRequest { image: img.into(), audit: true, ..Default::default() }).await.unwrap().into_inner();
+    let g = r.audit.unwrap();
+    assert_eq!(g.upload_sha256, a["upload_sha256"].as_str().unwrap());
+    assert_eq!(
+        g.models.iter().map(|m| m.sha256.clone()).collect::<Vec<_>>(),
+        want.iter().map(|w| w.2.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!((g.combine.as_str(), g.min_face_size), ("mean", 64));
+}

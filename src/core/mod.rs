@@ -231,6 +231,11 @@ impl InferCore {
         self.classifiers.values()
     }
 
+    /// The face detector's model.
+    pub fn face_detector(&self) -> &Arc<LoadedModel> {
+        &self.pipeline.detector.model
+    }
+
     /// A loaded model by name.
     pub fn model(&self, name: &str) -> Option<&Arc<LoadedModel>> {
         self.models.get(name)

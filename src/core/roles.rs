@@ -163,6 +163,20 @@ impl Classifier {
         &self.members[0].model.config.input
     }
 
+    /// Each member's weight, in member order.
+    pub fn weights(&self) -> impl Iterator<Item = f32> + '_ {
+        self.members.iter().map(|m| m.weight)
+    }
+
+    /// The combination rule's name, as configs spell it.
+    pub fn combine_name(&self) -> &'static str {
+        match self.combine {
+            Combine::Mean => "mean",
+            Combine::Max => "max",
+            Combine::LogitMean => "logit_mean",
+        }
+    }
+
     pub fn calibration(&self) -> Option<&Calibration> {
         self.calibration.as_ref()
     }

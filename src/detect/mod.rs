@@ -7,6 +7,7 @@
 //! [`Detection`]. Front ends then only render that result or its error. Signals that later
 //! hang off a detection (ensembles, hash matches, provenance) are added here, once.
 
+pub mod audit;
 mod request;
 mod video;
 

@@ -24,6 +24,8 @@ pub struct DetectParams {
     pub fps: Option<f64>,
     /// Videos: `max`, `mean` or `confident` (default).
     pub aggregation: Option<String>,
+    /// Attach an audit record (see `detect::audit`) to each result.
+    pub audit: bool,
 }
 
 /// Validated options: the classifier resolved, every value in range.
@@ -33,6 +35,7 @@ pub struct DetectOptions {
     /// Videos: which frames to sample; the server's default count when `None`.
     pub sampling: Option<Sampling>,
     pub aggregation: Aggregation,
+    pub audit: bool,
 }
 
 impl DetectOptions {
@@ -69,6 +72,11 @@ impl DetectParams {
             None => Aggregation::default(),
             Some(a) => a.parse().map_err(CoreError::BadRequest)?,
         };
-        Ok(DetectOptions { image: ImageOptions { classifier, threshold, mode }, sampling, aggregation })
+        Ok(DetectOptions {
+            image: ImageOptions { classifier, threshold, mode },
+            sampling,
+            aggregation,
+            audit: self.audit,
+        })
     }
 }

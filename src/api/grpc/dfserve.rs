@@ -12,6 +12,7 @@ use super::pb::dfserve_v1 as pb;
 use super::pb::dfserve_v1::detector_server::Detector as DetectorService;
 use super::status::to_status;
 use crate::core::{FaceResult, ImageResult};
+use crate::detect::audit::{self, AuditRecord};
 use crate::detect::{DetectOptions, DetectParams, Detection, Detector, VideoResult};
 use crate::error::CoreError;
 use crate::verdict::{Judgement, Label};
@@ -41,6 +42,36 @@ fn params(r: &pb::DetectRequest) -> DetectParams {
         frames: (r.video_frames > 0).then_some(r.video_frames as usize),
         fps: r.video_fps,
         aggregation: text(&r.aggregation),
+        audit: r.audit,
+    }
+}
+
+fn audit_message(a: AuditRecord) -> pb::Audit {
+    pb::Audit {
+        upload_sha256: a.upload_sha256,
+        dfserve_version: a.dfserve_version.into(),
+        classifier: a.classifier,
+        classifier_version: a.classifier_version,
+        classifier_kind: a.classifier_kind.into(),
+        combine: a.combine.unwrap_or_default().into(),
+        models: a
+            .models
+            .into_iter()
+            .map(|m| pb::AuditModel {
+                name: m.name,
+                version: m.version,
+                sha256: m.sha256,
+                role: m.role.into(),
+                weight: m.weight.unwrap_or(0.0),
+            })
+            .collect(),
+        calibration_a: a.calibration.as_ref().map(|c| c.a),
+        calibration_b: a.calibration.as_ref().map(|c| c.b),
+        threshold: a.threshold,
+        authentic_below: a.bands.authentic_below,
+        manipulated_from: a.bands.manipulated_from,
+        min_face_size: a.min_face_size,
+        mode: a.mode.as_str().into(),
     }
 }
 
@@ -143,8 +174,11 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
 async fn detect_one(detector: &Detector, req: pb::DetectRequest) -> Result<pb::DetectResponse, CoreError> {
     let opts = detector.options(&params(&req))?;
     let deadline = detector.core().request_deadline();
+    let audit = opts.audit.then(|| audit::record(&req.image, &opts, detector.core()));
     let detection = detector.detect(req.image, &opts, deadline).await?;
-    Ok(response(req.id, &opts, detection))
+    let mut resp = response(req.id, &opts, detection);
+    resp.audit = audit.map(audit_message);
+    Ok(resp)
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::DetectResponse, Status>> + Send>>;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::{body_error, status_of, ApiError};
 use super::state::AppState;
+use crate::detect::audit::{self, AuditRecord};
 use crate::detect::{DetectParams, Detection};
 use crate::error::CoreError;
 
@@ -26,6 +27,9 @@ pub struct DetectQuery {
     fps: Option<f64>,
     /// Videos: max, mean or confident.
     aggregation: Option<String>,
+    /// Attach an audit record to each result.
+    #[serde(default)]
+    audit: bool,
 }
 
 impl From<DetectQuery> for DetectParams {
@@ -37,6 +41,7 @@ impl From<DetectQuery> for DetectParams {
             frames: q.frames,
             fps: q.fps,
             aggregation: q.aggregation,
+            audit: q.audit,
         }
     }
 }
@@ -51,6 +56,8 @@ struct ItemResult {
     kind: Option<&'static str>,
     #[serde(flatten)]
     outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit: Option<AuditRecord>,
 }
 
 #[derive(Serialize)]
@@ -99,7 +106,10 @@ pub async fn detect(
 
     let futures = files.into_iter().map(|(filename, bytes)| {
         let opts = &opts;
-        async move { (filename, detector.detect(bytes, opts, deadline).await) }
+        async move {
+            let audit = opts.audit.then(|| audit::record(&bytes, opts, detector.core()));
+            (filename, audit, detector.detect(bytes, opts, deadline).await)
+        }
     });
     let outcomes = futures::future::join_all(futures).await;
 
@@ -107,7 +117,7 @@ pub async fn detect(
     // request reports each file's failure in its own entry. Overload and deadline errors fail
     // the request either way, so clients back off.
     let mut results = Vec::with_capacity(outcomes.len());
-    for (index, (filename, outcome)) in outcomes.into_iter().enumerate() {
+    for (index, (filename, audit, outcome)) in outcomes.into_iter().enumerate() {
         let (kind, outcome) = match outcome {
             Ok(d) => (Some(d.kind()), Outcome::Ok(d)),
             Err(e) if !multipart || e.fails_whole_request() => return Err(e.into()),
@@ -116,7 +126,7 @@ pub async fn detect(
                 (None, Outcome::Err { status: "error", error: e.to_string(), code: e.code(), http_status })
             }
         };
-        results.push(ItemResult { index, filename, kind, outcome });
+        results.push(ItemResult { index, filename, kind, outcome, audit });
     }
     let (name, version) = opts.model();
     let model = json!({ "name": name, "version": version });
