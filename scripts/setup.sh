@@ -2,7 +2,7 @@
 # One-time (idempotent) set-up shared by `scripts/serve.sh` and `scripts/test.sh`:
 #   1. ONNX Runtime: libonnxruntime.so from the onnxruntime (or onnxruntime-gpu) wheel on PyPI,
 #      unpacked into .dfserve/lib. Nothing is installed into the system Python.
-#   2. Models: every models/*.toml names an ONNX file and its sha256; the file is copied from
+#   2. Models: every models/*.toml (but ensembles) names an ONNX file and its sha256; the file is copied from
 #      $DFSERVE_MODEL_SOURCE (a directory, or an http(s) base URL), default ../shared/models,
 #      into models/, and its checksum is verified.
 #   3. The release build of dfserve.
@@ -77,6 +77,8 @@ fi
 # ---- 2. Models --------------------------------------------------------------------------------
 SRC="${DFSERVE_MODEL_SOURCE:-$ROOT/../shared/models}"
 for cfg in models/*.toml; do
+  # Ensembles have no file of their own: their members are configs of their own.
+  grep -q '^kind *= *"ensemble"' "$cfg" && continue
   file=$(sed -n 's/^file *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
   want=$(sed -n 's/^sha256 *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
   [ -n "$file" ] && [ -n "$want" ] || { echo "setup.sh: $cfg lacks file or sha256" >&2; exit 1; }

@@ -395,6 +395,10 @@ pub struct ScoreArgs {
     /// after a restart.
     #[arg(long)]
     pub calibrate: bool,
+    /// Add each result's audit record (upload SHA-256, models and their file hashes, bands) to
+    /// the JSON Lines rows.
+    #[arg(long)]
+    pub audit: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -193,4 +193,42 @@ async fn an_audit_record_names_the_upload_and_every_model_that_ran() {
         want.iter().map(|w| w.2.clone()).collect::<Vec<_>>()
     );
     assert_eq!((g.combine.as_str(), g.min_face_size), ("mean", 64));
+
+    // The KServe pipeline model, with parameter `audit`: one JSON record per row.
+    let header = format!(
+        r#"{{"inputs":[{{"name":"IMAGE","shape":[1],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}],"parameters":{{"audit":true}}}}"#,
+        sample("mesonet/df/df00204.jpg").len() + 4
+    );
+    let mut body = header.clone().into_bytes();
+    let jpeg = sample("mesonet/df/df00204.jpg");
+    body.extend_from_slice(&(jpeg.len() as u32).to_le_bytes());
+    body.extend_from_slice(&jpeg);
+    let r = s
+        .client
+        .post(s.url("/v2/models/dfserve/infer"))
+        .header("inference-header-content-length", header.len().to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let out = v["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "AUDIT").expect("an AUDIT output");
+    let record: Value = serde_json::from_str(out["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(record["upload_sha256"], a["upload_sha256"]);
+
+    // And in `dfserve score --audit` rows.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jpg"), &jpeg).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dfserve"))
+        .current_dir(common::root())
+        .args(["score", "--audit"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row: Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let cli = &row["models"]["meso4_ensemble"]["audit"];
+    assert_eq!(cli["upload_sha256"], a["upload_sha256"]);
+    assert_eq!(cli["models"], a["models"]);
 }

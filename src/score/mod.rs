@@ -37,22 +37,27 @@ enum Scorer {
 }
 
 impl Scorer {
-    async fn score(&self, bytes: Bytes, model: &str, mode: Mode, threshold: Option<f32>) -> Outcome {
+    async fn score(&self, bytes: Bytes, model: &str, mode: Mode, threshold: Option<f32>, audit: bool) -> Outcome {
         let result = match self {
             Scorer::Local(detector) => {
                 let params = DetectParams {
                     model: Some(model.to_string()),
                     threshold,
                     mode: Some(mode.as_str().to_string()),
+                    audit,
                     ..Default::default()
                 };
                 let detect = async {
                     let opts = detector.options(&params)?;
-                    detector.detect(bytes, &opts, detector.core().request_deadline()).await
+                    let record = audit.then(|| crate::detect::audit::record(&bytes, &opts, detector.core()));
+                    let d = detector.detect(bytes, &opts, detector.core().request_deadline()).await?;
+                    let mut outcome = Outcome::from_detection(d);
+                    outcome.audit = record.and_then(|r| serde_json::to_value(r).ok());
+                    Ok::<_, crate::error::CoreError>(outcome)
                 };
-                detect.await.map(Outcome::from_detection).map_err(|e| e.to_string())
+                detect.await.map_err(|e| e.to_string())
             }
-            Scorer::Remote { client, base } => remote(client, base, bytes, model, mode, threshold).await,
+            Scorer::Remote { client, base } => remote(client, base, bytes, model, mode, threshold, audit).await,
         };
         result.unwrap_or_else(Outcome::error)
     }
@@ -65,10 +70,14 @@ async fn remote(
     model: &str,
     mode: Mode,
     threshold: Option<f32>,
+    audit: bool,
 ) -> Result<Outcome, String> {
     let mut url = format!("{}/v1/detect?model={model}&mode={}", base.trim_end_matches('/'), mode.as_str());
     if let Some(t) = threshold {
         url.push_str(&format!("&threshold={t}"));
+    }
+    if audit {
+        url.push_str("&audit=true");
     }
     // Overload is transient: back off and retry instead of recording an error.
     for attempt in 0.. {
@@ -102,6 +111,7 @@ async fn remote(
             verdict: r["verdict"].as_str().map(str::to_string),
             verdict_reason: r["verdict_reason"].as_str().map(str::to_string),
             raw_score,
+            audit: body["results"][0].get("audit").cloned(),
         });
     }
     unreachable!("the retry loop returns")
@@ -291,7 +301,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let scorer = &scorer;
     let labels = &labels;
     let models_ref = &models;
-    let (mode, threshold) = (args.mode, args.threshold);
+    let (mode, threshold, audit) = (args.mode, args.threshold, args.audit);
     let mut rows = futures::stream::iter(files)
         .map(|path| async move {
             let truth = labels.truth(&path).map(|f| if f { "fake" } else { "real" }.to_string());
@@ -299,7 +309,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
             match tokio::fs::read(&path).await {
                 Ok(bytes) => {
                     let bytes = Bytes::from(bytes);
-                    let futs = models_ref.iter().map(|m| scorer.score(bytes.clone(), m, mode, threshold));
+                    let futs = models_ref.iter().map(|m| scorer.score(bytes.clone(), m, mode, threshold, audit));
                     for (m, o) in models_ref.iter().zip(futures::future::join_all(futs).await) {
                         outcomes.insert(m.clone(), o);
                     }

@@ -156,6 +156,7 @@ pub fn read_rows(path: &Path, format: OutputFormat, models: &[String]) -> anyhow
                             verdict: opt(c(5)),
                             verdict_reason: None,
                             raw_score: c(6).parse().ok(),
+                            audit: None,
                         },
                     );
                 }

@@ -38,6 +38,9 @@ pub struct Outcome {
     /// on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_score: Option<f32>,
+    /// With `--audit` (JSON Lines output only): the audit record of this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<serde_json::Value>,
 }
 
 /// One output row: an image, its ground truth when known, and every model's outcome.
@@ -61,6 +64,7 @@ impl Outcome {
             verdict: None,
             verdict_reason: None,
             raw_score: None,
+            audit: None,
         }
     }
 }
@@ -92,6 +96,7 @@ impl Outcome {
             verdict: Some(judgement.verdict.as_str().into()),
             verdict_reason: judgement.reason.map(|r| r.as_str().into()),
             raw_score,
+            audit: None,
         }
     }
 

@@ -147,10 +147,16 @@ fn pipeline_params(req: &InferRequest) -> Result<DetectParams, CoreError> {
             return Err(CoreError::BadRequest(format!("parameter 'threshold' must be a number, got {other:?}")))
         }
     };
+    let audit = match req.parameters.get("audit") {
+        None => false,
+        Some(Param::Bool(b)) => *b,
+        Some(other) => return Err(CoreError::BadRequest(format!("parameter 'audit' must be a bool, got {other:?}"))),
+    };
     Ok(DetectParams {
         model: param_str(req, "model")?.map(str::to_string),
         threshold,
         mode: param_str(req, "mode")?.map(str::to_string),
+        audit,
         ..Default::default()
     })
 }
@@ -186,7 +192,20 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
         .collect::<Result<_, _>>()?;
     let n = results.len() as i64;
     let shape = if input.shape.len() == 2 { vec![n, 1] } else { vec![n] };
-    Ok(vec![
+    let audit = opts.audit.then(|| OutputTensor {
+        name: "AUDIT".into(),
+        shape: shape.clone(),
+        data: TensorData::Bytes(
+            images
+                .iter()
+                .map(|img| {
+                    let record = crate::detect::audit::record(img, &opts, detector.core());
+                    Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
+                })
+                .collect(),
+        ),
+    });
+    let mut outputs = vec![
         OutputTensor {
             name: "SCORE".into(),
             shape: shape.clone(),
@@ -209,7 +228,10 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
                 results.iter().map(|r| Bytes::from_static(r.judgement.verdict.as_str().as_bytes())).collect(),
             ),
         },
-    ])
+    ];
+    // Only when asked (parameter `audit`), so clients that list outputs see the usual four.
+    outputs.extend(audit);
+    Ok(outputs)
 }
 
 /// A failed row fails the request (a tensor protocol has no per-row errors); say which row.
