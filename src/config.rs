@@ -31,6 +31,8 @@ pub enum Command {
     /// Fit a calibration (Platt scaling) from the rows of an earlier `dfserve score` run with
     /// labels, report it, and with --write store it in the model's config.
     Calibrate(CalibrateArgs),
+    /// Print each file's hashes as JSON Lines: PDQ and its quality (images), MD5 and SHA-256.
+    Hash(HashArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
     /// Time the whole image pipeline in-process, one image at a time (no server, no queue):
@@ -401,6 +403,16 @@ pub struct ScoreArgs {
     pub audit: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HashArgs {
+    /// Files to hash.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Largest image, in pixels, to decode for PDQ.
+    #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
 }
 
 #[derive(Debug, Clone, Args)]

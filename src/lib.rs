@@ -25,6 +25,7 @@ pub mod config;
 pub mod core;
 pub mod detect;
 pub mod error;
+pub mod hashing;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
