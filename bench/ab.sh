@@ -28,7 +28,7 @@ PHOTOS=$(ls "$OUT"/photos/*.jpg | paste -sd:)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 start() { # binary http-port grpc-port
-  "$1" serve --host 127.0.0.1 --http-port "$2" --grpc-port "$3" >"$OUT/ab_$2.log" 2>&1 &
+  DFSERVE_DATA_DIR="$(mktemp -d)" "$1" serve --host 127.0.0.1 --http-port "$2" --grpc-port "$3" >"$OUT/ab_$2.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$2/health/ready" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "server on $2 not ready" >&2

@@ -159,7 +159,8 @@ def run(binary, inputs):
     http, grpc_port = free_port(), free_port()
     log = tempfile.NamedTemporaryFile(prefix="hostile_rss_", suffix=".log", delete=False)
     server = subprocess.Popen([binary, "serve", "--host", "127.0.0.1", "--http-port", str(http),
-                               "--grpc-port", str(grpc_port)], cwd=ROOT, stdout=log, stderr=log)
+                               "--grpc-port", str(grpc_port)], cwd=ROOT, stdout=log, stderr=log,
+                              env={**os.environ, "DFSERVE_DATA_DIR": tempfile.mkdtemp(prefix="hostile_rss_")})
     base = f"http://127.0.0.1:{http}"
     for _ in range(600):
         try:

@@ -11,6 +11,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# A throwaway --data-dir, so this server does not contend for the hash-list database of a
+# server already running from this checkout.
+export DFSERVE_DATA_DIR="$(mktemp -d)"
 SECS="${1:-8}"
 ROUNDS="${2:-3}"
 shift $(( $# > 2 ? 2 : $# )) || true

@@ -8,6 +8,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# A throwaway --data-dir, so this server does not contend for the hash-list database of a
+# server already running from this checkout.
+export DFSERVE_DATA_DIR="$(mktemp -d)"
 SECS="${1:-20}"
 CONNS="${2:-128}"
 PORT="${DFSERVE_BENCH_PORT:-18000}"

@@ -10,6 +10,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# A throwaway --data-dir, so this server does not contend for the hash-list database of a
+# server already running from this checkout.
+export DFSERVE_DATA_DIR="$(mktemp -d)"
 RANGE="${1:-1:16:15}"
 HTTP_PORT="${DFSERVE_BENCH_PORT:-18000}"
 GRPC_PORT=$((HTTP_PORT + 1))

@@ -1,7 +1,8 @@
 //! Optional API keys.
 //!
 //! Keys live in a file (`--api-key-file`), one per line; blank lines and `#` comments are
-//! ignored. Several keys may be valid at once, so a key is rotated by adding the new one,
+//! ignored. A line `admin:<key>` makes an admin key, which may also change hash lists; plain
+//! keys (or `score:<key>`) may only score and read. Several keys may be valid at once, so a key is rotated by adding the new one,
 //! moving clients over, then removing the old one; the file is re-read on SIGHUP without a
 //! restart. A request presents its key as `Authorization: Bearer <key>` or `x-api-key: <key>`
 //! (HTTP headers or gRPC metadata).
@@ -20,13 +21,17 @@ use subtle::ConstantTimeEq;
 
 type KeyDigest = [u8; 32];
 
-/// A key's public id: the first 8 hex digits of its SHA-256, safe to log.
+/// A key's public id (the first 8 hex digits of its SHA-256, safe to log) and its role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyId([u8; 4]);
+pub struct KeyId {
+    id: [u8; 4],
+    /// An admin key (`admin:` prefix in the key file) may also change hash lists.
+    pub admin: bool,
+}
 
 impl std::fmt::Display for KeyId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&hex::encode(self.id))
     }
 }
 
@@ -36,22 +41,29 @@ fn digest(key: &[u8]) -> KeyDigest {
 
 pub struct KeyStore {
     path: PathBuf,
-    keys: RwLock<Arc<Vec<KeyDigest>>>,
+    /// Each key's digest and whether it is an admin key.
+    keys: RwLock<Arc<Vec<(KeyDigest, bool)>>>,
 }
 
-fn read_keys(path: &Path) -> anyhow::Result<Vec<KeyDigest>> {
+fn read_keys(path: &Path) -> anyhow::Result<Vec<(KeyDigest, bool)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading --api-key-file {}", path.display()))?;
-    let keys: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let keys: Vec<(&str, bool)> = lines
+        .map(|l| match l.strip_prefix("admin:") {
+            Some(k) => (k.trim(), true),
+            None => (l.strip_prefix("score:").map_or(l, str::trim), false),
+        })
+        .collect();
     if keys.is_empty() {
         bail!(
             "--api-key-file {} holds no keys (one per line); refusing to start with every request locked out",
             path.display()
         );
     }
-    if let Some(short) = keys.iter().find(|k| k.len() < 16) {
+    if let Some((short, _)) = keys.iter().find(|(k, _)| k.len() < 16) {
         bail!("--api-key-file {}: a key of {} characters is too short (use at least 16)", path.display(), short.len());
     }
-    Ok(keys.iter().map(|k| digest(k.as_bytes())).collect())
+    Ok(keys.iter().map(|(k, admin)| (digest(k.as_bytes()), *admin)).collect())
 }
 
 impl KeyStore {
@@ -72,11 +84,13 @@ impl KeyStore {
     pub fn check(&self, presented: &[u8]) -> Option<KeyId> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         let d = digest(presented);
-        let mut ok = subtle::Choice::from(0u8);
-        for k in keys.iter() {
-            ok |= k.ct_eq(&d);
+        let (mut ok, mut admin) = (subtle::Choice::from(0u8), subtle::Choice::from(0u8));
+        for (k, is_admin) in keys.iter() {
+            let eq = k.ct_eq(&d);
+            ok |= eq;
+            admin |= eq & subtle::Choice::from(u8::from(*is_admin));
         }
-        bool::from(ok).then(|| KeyId([d[0], d[1], d[2], d[3]]))
+        bool::from(ok).then(|| KeyId { id: [d[0], d[1], d[2], d[3]], admin: bool::from(admin) })
     }
 
     /// Checks the key carried by `authorization: Bearer <key>` or `x-api-key: <key>`, given the
@@ -149,5 +163,13 @@ mod tests {
         assert!(s.check(b"key-three-0123456789abcdef").is_some());
         std::fs::write(&f, "short\n").unwrap();
         assert!(KeyStore::load(&f).is_err());
+        // Roles: `admin:` keys are admins, plain and `score:` keys are not.
+        std::fs::write(&f, "admin:boss-0123456789abcdef\nscore:user-0123456789abcdef\nplain-0123456789abcdef\n")
+            .unwrap();
+        let s = KeyStore::load(&f).unwrap();
+        assert!(s.check(b"boss-0123456789abcdef").unwrap().admin);
+        assert!(!s.check(b"user-0123456789abcdef").unwrap().admin);
+        assert!(!s.check(b"plain-0123456789abcdef").unwrap().admin);
+        assert!(s.check(b"admin:boss-0123456789abcdef").is_none());
     }
 }

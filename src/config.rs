@@ -33,6 +33,9 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Print each file's hashes as JSON Lines: PDQ and its quality (images), MD5 and SHA-256.
     Hash(HashArgs),
+    /// Manage the known-content hash lists in --data-dir directly (with the server stopped;
+    /// while it runs, use /v1/hashlists).
+    Hashes(HashesArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
     /// Time the whole image pipeline in-process, one image at a time (no server, no queue):
@@ -108,6 +111,17 @@ pub struct ServeArgs {
     /// DEADLINE_EXCEEDED): a total bound, where --http-body-idle-timeout bounds stalls.
     #[arg(long, env = "DFSERVE_BODY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
+    /// Where state that must last lives: the hash lists (`hashlists.redb`).
+    #[arg(long, env = "DFSERVE_DATA_DIR", default_value = ".dfserve/data")]
+    pub data_dir: PathBuf,
+    /// A PDQ hash matches a list entry at this Hamming distance or less (of 256 bits; Meta's
+    /// suggested threshold is 31).
+    #[arg(long, env = "DFSERVE_PDQ_MAX_DISTANCE", default_value_t = 31)]
+    pub pdq_max_distance: u32,
+    /// Uploads whose PDQ quality is below this are not matched by PDQ (flat or tiny images give
+    /// hashes that match too much; Meta's default is 50).
+    #[arg(long, env = "DFSERVE_PDQ_MIN_QUALITY", default_value_t = 50)]
+    pub pdq_min_quality: u8,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -403,6 +417,46 @@ pub struct ScoreArgs {
     pub audit: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HashesArgs {
+    /// The server's data directory.
+    #[arg(long, env = "DFSERVE_DATA_DIR", default_value = ".dfserve/data", global = true)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: HashesCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum HashesCommand {
+    /// Add the entries of FILE (JSON Lines, or CSV with a kind,hash,id[,label,source] header)
+    /// to a list, creating it if new.
+    Import {
+        #[arg(long)]
+        list: String,
+        file: PathBuf,
+    },
+    /// Every list and its entry counts.
+    List,
+    /// A list's entries as JSON Lines on stdout.
+    Export {
+        #[arg(long)]
+        list: String,
+    },
+    /// Delete a list.
+    Delete {
+        #[arg(long)]
+        list: String,
+    },
+    /// Time PDQ queries against N random hashes held in memory (no database), and report the
+    /// memory they take.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -41,6 +41,12 @@ pub enum CoreError {
     /// A request body was still arriving after `--body-timeout`.
     #[error("request body was not received within {0:?} (--body-timeout); send it faster or in smaller requests")]
     BodyTimeout(Duration),
+    /// No such resource (a hash list or entry).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this (e.g. change hash lists without an admin key).
+    #[error("{0}")]
+    Forbidden(String),
     /// No model of that name (or version, or it is not of the kind needed). The payload names
     /// what was asked for, e.g. `'nope'` or `'meso4_df' version '7'`.
     #[error("unknown model {0}; GET /v1/models lists the loaded models")]
@@ -83,6 +89,8 @@ impl CoreError {
             CoreError::VideoTooLarge(_) => "video_too_large",
             CoreError::Busy(_) => "busy",
             CoreError::BodyTimeout(_) => "body_timeout",
+            CoreError::Forbidden(_) => "forbidden",
+            CoreError::NotFound(_) => "not_found",
             CoreError::ModelNotFound(_) => "model_not_found",
             CoreError::QueueFull(_) => "queue_full",
             CoreError::DeadlineExceeded(_) => "deadline_exceeded",

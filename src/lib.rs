@@ -26,6 +26,7 @@ pub mod core;
 pub mod detect;
 pub mod error;
 pub mod hashing;
+pub mod hashlists;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

@@ -29,7 +29,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let settings = args.engine.core_settings();
     let core = Arc::new(tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??);
     let video = VideoDecoder::start(args.engine.video_settings()).await;
-    let detector = Arc::new(Detector::new(core.clone(), video));
+    let lists = crate::hashlists::HashLists::open(&args.data_dir, args.pdq_max_distance, args.pdq_min_quality)?;
+    tracing::info!(data_dir = %args.data_dir.display(), lists = lists.summaries().len(), "hash lists loaded");
+    let detector = Arc::new(Detector::new(core.clone(), video).with_hashlists(Arc::new(lists)));
     let keys = load_keys(args.api_key_file.as_ref())?;
     crate::auth::handle_sighup(keys.clone());
     let tls = load_tls(&args)?;

@@ -134,6 +134,17 @@ fn grpc_as_json(r: &DetectResponse) -> Value {
         "label": label, "threshold": r.threshold,
     });
     verdict_fields(&mut v, &r.verdict, &r.verdict_reason);
+    v["matches"] = r
+        .matches
+        .iter()
+        .map(|m| {
+            let mut j = json!({ "list": m.list, "id": m.id, "kind": m.kind, "distance": m.distance });
+            if !m.label.is_empty() {
+                j["label"] = json!(m.label);
+            }
+            j
+        })
+        .collect();
     match &r.video {
         None => v["faces"] = r.faces.iter().map(face).collect(),
         Some(video) => {

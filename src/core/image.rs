@@ -60,6 +60,8 @@ pub struct ImageOptions {
     pub classifier: Arc<Classifier>,
     pub threshold: f32,
     pub mode: Mode,
+    /// Also compute the picture's PDQ hash (for matching against hash lists).
+    pub pdq: bool,
 }
 
 /// A picture to score: encoded bytes from a client, or pixels already decoded (video frames).
@@ -120,7 +122,12 @@ pub struct ImageResult {
     #[serde(flatten)]
     pub judgement: Judgement,
     pub faces: Vec<FaceResult>,
+    /// Known content this upload matched (hash lists); filled in by the detect layer.
+    pub matches: Vec<crate::hashlists::Match>,
     pub timings: ImageTimings,
+    /// The picture's PDQ hash, when asked for (`ImageOptions::pdq`).
+    #[serde(skip)]
+    pub pdq: Option<crate::hashing::pdq::Pdq>,
 }
 
 impl ImageResult {
@@ -183,7 +190,8 @@ impl ImagePipeline {
         let first_stage = if opts.mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
         // The permit stays with this request until it is answered: it covers the decoder's
         // buffers and then the decoded pixels, which live until the last crop is cut.
-        let (img, first_row, _permit) = blocking(move || {
+        let want_pdq = opts.pdq;
+        let (img, first_row, _permit, pdq) = blocking(move || {
             let img = match picture {
                 Picture::Encoded(bytes) => {
                     let t0 = Instant::now();
@@ -196,7 +204,13 @@ impl ImagePipeline {
             let t1 = Instant::now();
             let row = model_input(&img, Region::whole(&img), &input);
             metrics.stage_seconds.with_label_values(&[first_stage]).observe(t1.elapsed().as_secs_f64());
-            Ok::<_, CoreError>((img, row, permit))
+            let pdq = want_pdq.then(|| {
+                let t2 = Instant::now();
+                let h = crate::hashing::pdq::pdq(&img);
+                metrics.stage_seconds.with_label_values(&["pdq"]).observe(t2.elapsed().as_secs_f64());
+                h
+            });
+            Ok::<_, CoreError>((img, row, permit, pdq))
         })
         .await?;
         t.decode_ms = ms(started.elapsed());
@@ -277,7 +291,9 @@ impl ImagePipeline {
             threshold: opts.threshold,
             judgement,
             faces: per_face,
+            matches: Vec::new(),
             timings: t,
+            pdq,
         })
     }
 }

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
+use crate::hashlists::{HashLists, Match, Probe};
 use crate::verdict::{Label, Status};
 use crate::video::{Container, Sniffed, VideoDecoder};
 pub use request::{DetectOptions, DetectParams};
@@ -74,11 +75,23 @@ impl Detection {
 pub struct Detector {
     core: Arc<InferCore>,
     video: VideoDecoder,
+    /// Known-content lists every upload is matched against (none in `dfserve score`).
+    hashlists: Option<Arc<HashLists>>,
 }
 
 impl Detector {
     pub fn new(core: Arc<InferCore>, video: VideoDecoder) -> Detector {
-        Detector { core, video }
+        Detector { core, video, hashlists: None }
+    }
+
+    /// Matches every upload against `lists` too.
+    pub fn with_hashlists(mut self, lists: Arc<HashLists>) -> Detector {
+        self.hashlists = Some(lists);
+        self
+    }
+
+    pub fn hashlists(&self) -> Option<&Arc<HashLists>> {
+        self.hashlists.as_ref()
     }
 
     pub fn core(&self) -> &Arc<InferCore> {
@@ -95,7 +108,9 @@ impl Detector {
     pub async fn detect(&self, bytes: Bytes, opts: &DetectOptions, deadline: Instant) -> Result<Detection, CoreError> {
         match crate::video::sniff(&bytes) {
             Sniffed::Video(container) => {
-                self.detect_video(bytes, container, opts, deadline).await.map(Detection::Video)
+                let mut v = self.detect_video(bytes.clone(), container, opts, deadline).await?;
+                v.matches = self.matches(&bytes, None).await;
+                Ok(Detection::Video(v))
             }
             Sniffed::Refused(why) => {
                 self.core.metrics.videos.with_label_values(&["error"]).inc();
@@ -113,8 +128,13 @@ impl Detector {
         deadline: Instant,
     ) -> Result<ImageResult, CoreError> {
         let started = Instant::now();
-        let result =
-            self.admitted(deadline, self.core.score_picture(Picture::Encoded(bytes), &opts.image, deadline)).await;
+        let mut image_opts = opts.image.clone();
+        image_opts.pdq = self.hashlists.as_ref().is_some_and(|l| l.wants_pdq());
+        let picture = Picture::Encoded(bytes.clone());
+        let mut result = self.admitted(deadline, self.core.score_picture(picture, &image_opts, deadline)).await;
+        if let Ok(r) = &mut result {
+            r.matches = self.matches(&bytes, r.pdq).await;
+        }
         // For the pipeline, one image is one inference and one execution.
         let stats = self.core.pipeline_stats();
         stats.record_request(result.is_ok(), started.elapsed());
@@ -124,6 +144,13 @@ impl Detector {
         let word = result.as_ref().map_or("error", |r| r.word());
         self.core.metrics.images.with_label_values(&[word]).inc();
         result
+    }
+
+    /// The upload's matches in the hash lists (digests hashed off the async workers).
+    async fn matches(&self, bytes: &Bytes, pdq: Option<crate::hashing::pdq::Pdq>) -> Vec<Match> {
+        let Some(lists) = self.hashlists.clone().filter(|l| !l.is_empty()) else { return Vec::new() };
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || lists.matches(&Probe { bytes: &bytes, pdq })).await.unwrap_or_default()
     }
 
     async fn detect_video(

@@ -73,7 +73,7 @@ impl DetectParams {
             Some(a) => a.parse().map_err(CoreError::BadRequest)?,
         };
         Ok(DetectOptions {
-            image: ImageOptions { classifier, threshold, mode },
+            image: ImageOptions { classifier, threshold, mode, pdq: false },
             sampling,
             aggregation,
             audit: self.audit,

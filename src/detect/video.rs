@@ -55,6 +55,8 @@ pub struct VideoResult {
     /// What to act on, from the face tracks large enough to judge (see `Judgement::image`).
     #[serde(flatten)]
     pub judgement: Judgement,
+    /// Known content this upload matched (hash lists: exact digests for videos).
+    pub matches: Vec<crate::hashlists::Match>,
     pub tracks: Vec<track::Track>,
     pub timings: VideoTimings,
 }
@@ -156,6 +158,7 @@ pub(super) async fn score_video(
         label,
         threshold,
         judgement,
+        matches: Vec::new(),
         tracks,
         timings: VideoTimings { probe_ms: ms(probe_time), decode_ms, score_ms, total_ms: ms(started.elapsed()) },
     })

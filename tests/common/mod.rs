@@ -29,6 +29,8 @@ pub struct Server {
     /// `http://host:port` of the gRPC listener.
     pub grpc: String,
     pub client: reqwest::Client,
+    /// The server's own --data-dir (unless the test gave one), removed with the server.
+    pub data_dir: Option<tempfile::TempDir>,
 }
 
 fn command(args: &[&str]) -> Command {
@@ -70,6 +72,12 @@ impl Server {
     async fn start_inner(extra: &[&str], ca_pem: Option<&[u8]>, log: Option<PathBuf>) -> Server {
         let mut args = vec!["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"];
         args.extend_from_slice(extra);
+        // Each server gets its own data directory (the hash-list database is one per process).
+        let data_dir = (!extra.contains(&"--data-dir")).then(|| tempfile::tempdir().unwrap());
+        let data_path = data_dir.as_ref().map(|d| d.path().to_str().unwrap().to_string());
+        if let Some(p) = &data_path {
+            args.extend_from_slice(&["--data-dir", p.as_str()]);
+        }
         let mut cmd = command(&args);
         let stderr = match &log {
             Some(path) => {
@@ -105,7 +113,7 @@ impl Server {
             None => (base, grpc),
         };
         let client = builder.build().unwrap();
-        let server = Server { child, log_file: log, base, grpc, client };
+        let server = Server { child, log_file: log, base, grpc, client, data_dir };
         let started = Instant::now();
         loop {
             if let Ok(r) = server.client.get(server.url("/health/ready")).send().await {
@@ -164,6 +172,14 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+}
+
+impl Server {
+    /// Kills the server with SIGKILL (no shutdown, no flushing) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 import os
 import pathlib
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -14,8 +15,10 @@ SAMPLES = pathlib.Path(os.environ.get("DFSERVE_SAMPLES", ROOT.parent / "shared" 
 class Server:
     def __init__(self, *extra):
         binary = ROOT / "target" / "release" / "dfserve"
+        self.data_dir = tempfile.TemporaryDirectory(prefix="dfserve-data-")
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", *extra],
+            [str(binary), "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
+             "--data-dir", self.data_dir.name, *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "DFSERVE_LOG": "warn"},
         )
@@ -40,6 +43,7 @@ class Server:
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+        self.data_dir.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -164,6 +164,20 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
         mode: opts.image.mode.as_str().into(),
         ..Default::default()
     };
+    let matches = match &d {
+        Detection::Image(r) => &r.matches,
+        Detection::Video(v) => &v.matches,
+    };
+    resp.matches = matches
+        .iter()
+        .map(|m| pb::Match {
+            list: m.list.clone(),
+            id: m.id.clone(),
+            kind: m.kind.as_str().into(),
+            distance: m.distance,
+            label: m.label.clone().unwrap_or_default(),
+        })
+        .collect();
     match d {
         Detection::Image(r) => image_fields(r, &mut resp),
         Detection::Video(v) => video_fields(v, &mut resp),

@@ -17,7 +17,8 @@ pub fn status_of(err: &CoreError) -> Code {
         CoreError::PayloadTooLarge(_) | CoreError::TooManyItems(_) | CoreError::QueueFull(_) | CoreError::Busy(_) => {
             Code::ResourceExhausted
         }
-        CoreError::ModelNotFound(_) => Code::NotFound,
+        CoreError::ModelNotFound(_) | CoreError::NotFound(_) => Code::NotFound,
+        CoreError::Forbidden(_) => Code::PermissionDenied,
         CoreError::DeadlineExceeded(_) | CoreError::BodyTimeout(_) => Code::DeadlineExceeded,
         CoreError::Unavailable(_) => Code::Unavailable,
         CoreError::Inference(_) => Code::Internal,

@@ -17,7 +17,8 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         | CoreError::UndecodableVideo(_)
         | CoreError::VideoTooLong(_)
         | CoreError::VideoTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        CoreError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::ModelNotFound(_) | CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
         CoreError::QueueFull(_) | CoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
         CoreError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -71,6 +72,7 @@ mod tests {
             (CoreError::UndecodableImage("x".into()), 422),
             (CoreError::ImageTooLarge { width: 1, height: 1, pixels: 1, max_pixels: 0 }, 422),
             (CoreError::ModelNotFound("m".into()), 404),
+            (CoreError::Forbidden("x".into()), 403),
             (CoreError::QueueFull("m".into()), 429),
             (CoreError::Busy("ffmpeg".into()), 429),
             (CoreError::UndecodableVideo("x".into()), 422),

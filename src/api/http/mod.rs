@@ -1,6 +1,7 @@
 //! HTTP front end (axum): the dfserve JSON API under `/v1`, health probes and `/metrics`.
 
 mod error;
+mod hashlists;
 mod health;
 mod json_tensor;
 mod state;
@@ -44,6 +45,9 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
     Router::new()
         .route("/v1/detect", post(v1::detect))
         .route("/v1/models", get(v1::models))
+        .route("/v1/hashlists", get(hashlists::summaries))
+        .route("/v1/hashlists/{list}", get(hashlists::export).post(hashlists::import).delete(hashlists::delete_list))
+        .route("/v1/hashlists/{list}/entries/{id}", axum::routing::delete(hashlists::delete_entry))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -92,6 +96,9 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
         return next.run(req).await;
     }
     if let Some(id) = keys.check_headers(req.headers()) {
+        let mut req = req;
+        // For handlers that check the key's role (hash-list changes need an admin key).
+        req.extensions_mut().insert(id);
         let mut resp = next.run(req).await;
         resp.extensions_mut().insert(id);
         return resp;

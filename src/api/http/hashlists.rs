@@ -1,0 +1,124 @@
+//! `/v1/hashlists`: the known-content lists, over HTTP. Reading needs the usual key (when keys
+//! are on); changing a list needs an admin key (`admin:` in the key file), and without a key
+//! file changes are refused outright: an open server must not let anyone rewrite what it
+//! blocks.
+
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::auth::KeyId;
+use crate::error::CoreError;
+use crate::hashlists::{check_list_name, parse_entries, HashLists};
+
+fn lists(state: &AppState) -> Result<&HashLists, CoreError> {
+    state
+        .detector
+        .hashlists()
+        .map(|l| l.as_ref())
+        .ok_or_else(|| CoreError::Unavailable("hash lists are not enabled on this server".into()))
+}
+
+fn require_admin(state: &AppState, key: Option<Extension<KeyId>>) -> Result<(), CoreError> {
+    if state.keys.is_none() {
+        return Err(CoreError::Forbidden(
+            "changing hash lists needs an admin key: start the server with --api-key-file holding an `admin:<key>` line".into(),
+        ));
+    }
+    match key {
+        Some(Extension(k)) if k.admin => Ok(()),
+        _ => {
+            Err(CoreError::Forbidden("changing hash lists needs an admin key; this key may only score and read".into()))
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> CoreError {
+    CoreError::Inference(format!("hash-list storage failed: {e:#}"))
+}
+
+/// `GET /v1/hashlists`: every list with its entry counts.
+pub async fn summaries(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "lists": lists(&state)?.summaries() })))
+}
+
+/// `GET /v1/hashlists/{list}`: the list's entries as JSON Lines.
+pub async fn export(State(state): State<AppState>, Path(list): Path<String>) -> Result<Response, ApiError> {
+    let entries = lists(&state)?
+        .export(&list)
+        .map_err(internal)?
+        .ok_or_else(|| CoreError::NotFound(format!("no hash list '{list}'")))?;
+    let mut body = Vec::new();
+    for e in entries {
+        serde_json::to_writer(&mut body, &e).map_err(|e| CoreError::Inference(e.to_string()))?;
+        body.push(b'\n');
+    }
+    Ok(([(CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// `POST /v1/hashlists/{list}`: adds the entries in the body (JSON Lines, or CSV with a header
+/// `kind,hash,id[,label,source]`); the list is created if new. All or nothing.
+pub async fn import(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyId>>,
+    Path(list): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, key)?;
+    check_list_name(&list).map_err(|e| CoreError::BadRequest(e.to_string()))?;
+    let text = std::str::from_utf8(&body).map_err(|_| CoreError::BadRequest("the body is not UTF-8 text".into()))?;
+    let entries = parse_entries(text).map_err(|e| CoreError::BadRequest(format!("bad hash-list entries: {e:#}")))?;
+    let lists = state.detector.hashlists().cloned().ok_or_else(|| CoreError::Unavailable("no hash lists".into()))?;
+    let name = list.clone();
+    let added = tokio::task::spawn_blocking(move || lists.import(&name, entries))
+        .await
+        .map_err(|e| CoreError::Inference(e.to_string()))?
+        .map_err(internal)?;
+    tracing::info!(list = %list, added, "hash list changed");
+    Ok(Json(json!({ "list": list, "added": added })))
+}
+
+/// `DELETE /v1/hashlists/{list}`.
+pub async fn delete_list(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyId>>,
+    Path(list): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, key)?;
+    let lists = state.detector.hashlists().cloned().ok_or_else(|| CoreError::Unavailable("no hash lists".into()))?;
+    let name = list.clone();
+    let deleted = tokio::task::spawn_blocking(move || lists.delete_list(&name))
+        .await
+        .map_err(|e| CoreError::Inference(e.to_string()))?
+        .map_err(internal)?;
+    if deleted == 0 {
+        return Err(CoreError::NotFound(format!("no hash list '{list}'")).into());
+    }
+    tracing::info!(list = %list, deleted, "hash list deleted");
+    Ok(Json(json!({ "list": list, "deleted": deleted })))
+}
+
+/// `DELETE /v1/hashlists/{list}/entries/{id}`.
+pub async fn delete_entry(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyId>>,
+    Path((list, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, key)?;
+    let lists = state.detector.hashlists().cloned().ok_or_else(|| CoreError::Unavailable("no hash lists".into()))?;
+    let (l, i) = (list.clone(), id.clone());
+    let found = tokio::task::spawn_blocking(move || lists.delete(&l, &i))
+        .await
+        .map_err(|e| CoreError::Inference(e.to_string()))?
+        .map_err(internal)?;
+    if !found {
+        return Err(CoreError::NotFound(format!("no entry '{id}' in hash list '{list}'")).into());
+    }
+    tracing::info!(list = %list, id = %id, "hash list entry deleted");
+    Ok(Json(json!({ "list": list, "deleted": id })))
+}

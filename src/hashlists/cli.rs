@@ -1,0 +1,89 @@
+//! `dfserve hashes ...`: the hash lists from the command line, on the database itself.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{parse_entries, HashLists};
+use crate::config::{HashesArgs, HashesCommand};
+use crate::hashing::pdq::hamming;
+
+pub fn run(args: &HashesArgs) -> anyhow::Result<()> {
+    if let HashesCommand::Bench { entries, queries } = &args.command {
+        return bench(*entries, *queries);
+    }
+    let lists = HashLists::open(&args.data_dir, 31, 50)?;
+    match &args.command {
+        HashesCommand::Import { list, file } => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let entries = parse_entries(&text).with_context(|| format!("{}", file.display()))?;
+            let n = lists.import(list, entries)?;
+            eprintln!("dfserve hashes: {n} entries added to '{list}' in {}", args.data_dir.display());
+        }
+        HashesCommand::List => {
+            for s in lists.summaries() {
+                println!("{}", serde_json::to_string(&s)?);
+            }
+        }
+        HashesCommand::Export { list } => {
+            let entries = lists.export(list)?.with_context(|| format!("no hash list '{list}'"))?;
+            let mut out = std::io::stdout().lock();
+            for e in entries {
+                serde_json::to_writer(&mut out, &e)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        HashesCommand::Delete { list } => {
+            let n = lists.delete_list(list)?;
+            eprintln!("dfserve hashes: '{list}' deleted ({n} entries)");
+        }
+        HashesCommand::Bench { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .map_or(0.0, |kib: f64| kib / 1024.0)
+}
+
+/// Random hashes, a linear scan per query (the matcher's), median and p99 time.
+fn bench(n: usize, queries: usize) -> anyhow::Result<()> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let before = rss_mib();
+    let hashes: Vec<[u64; 4]> = (0..n).map(|_| [next(), next(), next(), next()]).collect();
+    let memory = rss_mib() - before;
+    let mut times = Vec::with_capacity(queries);
+    let mut found = 0usize;
+    for q in 0..queries {
+        // Half the queries are near a listed hash (5 bits flipped), half random.
+        let query = if q % 2 == 0 {
+            let mut h = hashes[(next() as usize) % n];
+            h[0] ^= 0b11111;
+            h
+        } else {
+            [next(), next(), next(), next()]
+        };
+        let t = Instant::now();
+        found += hashes.iter().filter(|h| hamming(&query, h) <= 31).count();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"entries\": {n}, \"queries\": {queries}, \"median_ms\": {:.3}, \"p99_ms\": {:.3}, \"hash_memory_mib\": {memory:.1}, \"matches\": {found}}}",
+        times[times.len() / 2],
+        times[(times.len() * 99 / 100).min(times.len() - 1)]
+    );
+    Ok(())
+}
