@@ -232,3 +232,39 @@ async fn an_audit_record_names_the_upload_and_every_model_that_ran() {
     assert_eq!(cli["upload_sha256"], a["upload_sha256"]);
     assert_eq!(cli["models"], a["models"]);
 }
+
+#[tokio::test]
+async fn an_ensemble_is_also_a_kserve_tensor_model() {
+    let s = Server::start(&[]).await;
+    let infer = |model: &str| {
+        let body = serde_json::json!({"inputs": [{"name": "input", "shape": [2, 256, 256, 3], "datatype": "FP32",
+            "data": (0..2 * 256 * 256 * 3).map(|i| if i < 256 * 256 * 3 { 0.5 } else { (i % 255) as f64 / 255.0 }).collect::<Vec<f64>>()}]});
+        s.client.post(s.url(&format!("/v2/models/{model}/infer"))).json(&body).send()
+    };
+    let r = infer("meso4_ensemble").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let out = |name: &str| -> Vec<f64> {
+        let o = v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {v}"));
+        o["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    };
+    let (score, df, f2f) = (out("SCORE"), out("SCORE_meso4_df"), out("SCORE_meso4_f2f"));
+    assert_eq!(score.len(), 2);
+    for i in 0..2 {
+        assert!((score[i] - (df[i] + f2f[i]) / 2.0).abs() < 1e-6, "{score:?} {df:?} {f2f:?}");
+    }
+    // A member's score is what that model serves on its own.
+    let alone: Value = infer("meso4_df").await.unwrap().json().await.unwrap();
+    let fake = alone["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "fake_prob").unwrap();
+    for i in 0..2 {
+        assert!((fake["data"][i].as_f64().unwrap() - df[i]).abs() < 1e-6);
+    }
+    let meta: Value = s.client.get(s.url("/v2/models/meso4_ensemble")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["platform"], "dfserve_ensemble");
+    assert_eq!(meta["outputs"].as_array().unwrap().len(), 3);
+}

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::core::{ImageResult, InferCore, LoadedModel};
+use crate::core::{Classifier, ImageResult, InferCore, LoadedModel};
 use crate::detect::{DetectParams, Detector};
 use crate::error::CoreError;
 pub use registry::{check_model, model_names, model_ready, EXTENSIONS, PIPELINE_INPUT, PIPELINE_MODEL, SERVER_NAME};
@@ -39,6 +39,7 @@ pub async fn infer(detector: &Detector, req: InferRequest) -> Result<InferRespon
     let (target, version) = resolve(core, &req.model, req.version.as_deref())?;
     let outputs = match target {
         Target::Tensor(m) => infer_tensor(core, m, &req).await?,
+        Target::Ensemble(c) => infer_ensemble(core, &c, &req).await?,
         Target::Pipeline => infer_pipeline(detector, &req).await?,
     };
     let outputs = select_outputs(outputs, req.outputs.as_deref())?;
@@ -127,6 +128,58 @@ async fn infer_tensor(
             }
         })
         .collect())
+}
+
+/// An ensemble as a tensor model: the members' shared input, each row scored by every member
+/// through its own batcher and combined (and calibrated) as `/v1/detect` does.
+async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) -> Result<Vec<OutputTensor>, CoreError> {
+    let member = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
+    let input = single_input(req, &member.config.input.name)?;
+    let TensorData::Fp32(values) = &input.data else {
+        return Err(CoreError::BadRequest(format!(
+            "input '{}' must be FP32, got {}",
+            input.name,
+            input.data.datatype().as_str()
+        )));
+    };
+    let item = member.input_shape();
+    if input.shape.len() != item.len() + 1 || input.shape[1..] != item[..] {
+        return Err(CoreError::BadRequest(format!(
+            "input '{}' must have shape [N, {}], got {:?}",
+            input.name,
+            item.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            input.shape
+        )));
+    }
+    check_count(input)?;
+    let rows = input.shape[0] as usize;
+    if rows == 0 {
+        return Err(CoreError::BadRequest(format!("input '{}' has no rows", input.name)));
+    }
+    core.check_items(rows, &format!("rows of input '{}'", input.name))?;
+    c.check_capacity()?;
+    let deadline = core.request_deadline();
+    let futures = values.chunks_exact(member.batcher.item_len()).map(|row| c.score(row.to_vec(), deadline));
+    let scored = tokio::time::timeout_at(deadline.into(), futures::future::join_all(futures))
+        .await
+        .map_err(|_| CoreError::DeadlineExceeded(core.settings().request_timeout))?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let names = registry::ensemble_outputs(c);
+    let shape = vec![rows as i64, 1];
+    let mut outputs = vec![OutputTensor {
+        name: names[0].clone(),
+        shape: shape.clone(),
+        data: TensorData::Fp32(scored.iter().map(|f| f.score).collect()),
+    }];
+    for (i, name) in names[1..].iter().enumerate() {
+        outputs.push(OutputTensor {
+            name: name.clone(),
+            shape: shape.clone(),
+            data: TensorData::Fp32(scored.iter().map(|f| f.members.get(i).map_or(f.score, |m| m.score)).collect()),
+        });
+    }
+    Ok(outputs)
 }
 
 fn param_str<'p>(req: &'p InferRequest, key: &str) -> Result<Option<&'p str>, CoreError> {

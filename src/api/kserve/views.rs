@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::registry::{model_names, resolve, Target, PIPELINE_INPUT};
+use super::registry::{ensemble_outputs, model_names, resolve, Target, PIPELINE_INPUT};
 use super::tensor::DataType;
 use crate::core::InferCore;
 use crate::error::CoreError;
@@ -116,6 +116,23 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
                 .map(|o| TensorMetadata { name: o.name.clone(), datatype: "FP32", shape: spec_shape(&o.shape) })
                 .collect(),
         },
+        Target::Ensemble(c) => {
+            let m = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
+            ModelMetadata {
+                name: name.to_string(),
+                versions: vec![version],
+                platform: "dfserve_ensemble",
+                inputs: vec![TensorMetadata {
+                    name: m.config.input.name.clone(),
+                    datatype: "FP32",
+                    shape: std::iter::once(-1).chain(m.input_shape()).collect(),
+                }],
+                outputs: ensemble_outputs(&c)
+                    .into_iter()
+                    .map(|name| TensorMetadata { name, datatype: "FP32", shape: vec![-1, 1] })
+                    .collect(),
+            }
+        }
         Target::Pipeline => ModelMetadata {
             name: name.to_string(),
             versions: vec![version],
@@ -175,6 +192,19 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
             instance_group: vec![instances],
             dynamic_batching,
         },
+        Target::Ensemble(c) => {
+            let m = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
+            ModelConfigView {
+                name: name.to_string(),
+                platform: "dfserve_ensemble",
+                backend: "dfserve",
+                max_batch_size,
+                input: vec![tensor(&m.config.input.name, DataType::Fp32, None, m.input_shape())],
+                output: ensemble_outputs(&c).iter().map(|o| tensor(o, DataType::Fp32, None, vec![1])).collect(),
+                instance_group: vec![instances],
+                dynamic_batching,
+            }
+        }
         Target::Pipeline => ModelConfigView {
             name: name.to_string(),
             platform: "dfserve_pipeline",
@@ -236,6 +266,8 @@ pub fn statistics(core: &InferCore, name: &str, version: Option<&str>) -> Result
             Ok(match target {
                 Target::Tensor(m) => stats_view(n, v, m.batcher.stats().snapshot()),
                 Target::Pipeline => stats_view(n, v, core.pipeline_stats().snapshot()),
+                // Each member's runs are counted under the member.
+                Target::Ensemble(_) => stats_view(n, v, crate::stats::ModelStats::default().snapshot()),
             })
         })
         .collect()
