@@ -80,29 +80,7 @@ async fn infer_tensor(
     model: &LoadedModel,
     req: &InferRequest,
 ) -> Result<Vec<OutputTensor>, CoreError> {
-    let input = single_input(req, &model.config.input.name)?;
-    let TensorData::Fp32(values) = &input.data else {
-        return Err(CoreError::BadRequest(format!(
-            "input '{}' must be FP32, got {}",
-            input.name,
-            input.data.datatype().as_str()
-        )));
-    };
-    let item = model.input_shape();
-    if input.shape.len() != item.len() + 1 || input.shape[1..] != item[..] {
-        return Err(CoreError::BadRequest(format!(
-            "input '{}' must have shape [N, {}], got {:?}",
-            input.name,
-            item.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-            input.shape
-        )));
-    }
-    check_count(input)?;
-    let rows = input.shape[0] as usize;
-    if rows == 0 {
-        return Err(CoreError::BadRequest(format!("input '{}' has no rows", input.name)));
-    }
-    core.check_items(rows, &format!("rows of input '{}'", input.name))?;
+    let (values, rows) = fp32_rows(core, req, &model.config.input.name, &model.input_shape())?;
     let item_len = model.batcher.item_len();
     let deadline = core.request_deadline();
     // Every row is its own batch entry, so rows of this and other requests batch together.
@@ -130,11 +108,15 @@ async fn infer_tensor(
         .collect())
 }
 
-/// An ensemble as a tensor model: the members' shared input, each row scored by every member
-/// through its own batcher and combined (and calibrated) as `/v1/detect` does.
-async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) -> Result<Vec<OutputTensor>, CoreError> {
-    let member = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
-    let input = single_input(req, &member.config.input.name)?;
+/// The one FP32 input `name` of shape `[N, item...]` with its values, and `N` (at least 1, at
+/// most `--max-client-batch-size`).
+fn fp32_rows<'r>(
+    core: &InferCore,
+    req: &'r InferRequest,
+    name: &str,
+    item: &[i64],
+) -> Result<(&'r [f32], usize), CoreError> {
+    let input = single_input(req, name)?;
     let TensorData::Fp32(values) = &input.data else {
         return Err(CoreError::BadRequest(format!(
             "input '{}' must be FP32, got {}",
@@ -142,7 +124,6 @@ async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) ->
             input.data.datatype().as_str()
         )));
     };
-    let item = member.input_shape();
     if input.shape.len() != item.len() + 1 || input.shape[1..] != item[..] {
         return Err(CoreError::BadRequest(format!(
             "input '{}' must have shape [N, {}], got {:?}",
@@ -157,6 +138,14 @@ async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) ->
         return Err(CoreError::BadRequest(format!("input '{}' has no rows", input.name)));
     }
     core.check_items(rows, &format!("rows of input '{}'", input.name))?;
+    Ok((values, rows))
+}
+
+/// An ensemble as a tensor model: the members' shared input, each row scored by every member
+/// through its own batcher and combined (and calibrated) as `/v1/detect` does.
+async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) -> Result<Vec<OutputTensor>, CoreError> {
+    let member = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
+    let (values, rows) = fp32_rows(core, req, &member.config.input.name, &member.input_shape())?;
     c.check_capacity()?;
     let deadline = core.request_deadline();
     let futures = values.chunks_exact(member.batcher.item_len()).map(|row| c.score(row.to_vec(), deadline));
