@@ -3,6 +3,8 @@
 //! file changes are refused outright: an open server must not let anyone rewrite what it
 //! blocks.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -16,11 +18,11 @@ use crate::auth::KeyId;
 use crate::error::CoreError;
 use crate::hashlists::{check_list_name, parse_entries, HashLists};
 
-fn lists(state: &AppState) -> Result<&HashLists, CoreError> {
+fn lists(state: &AppState) -> Result<Arc<HashLists>, CoreError> {
     state
         .detector
         .hashlists()
-        .map(|l| l.as_ref())
+        .cloned()
         .ok_or_else(|| CoreError::Unavailable("hash lists are not enabled on this server".into()))
 }
 
@@ -49,8 +51,12 @@ pub async fn summaries(State(state): State<AppState>) -> Result<Json<Value>, Api
 
 /// `GET /v1/hashlists/{list}`: the list's entries as JSON Lines.
 pub async fn export(State(state): State<AppState>, Path(list): Path<String>) -> Result<Response, ApiError> {
-    let entries = lists(&state)?
-        .export(&list)
+    let store = lists(&state)?;
+    let name = list.clone();
+    // A large list is read from the database: off the async workers.
+    let entries = tokio::task::spawn_blocking(move || store.export(&name))
+        .await
+        .map_err(|e| CoreError::Inference(e.to_string()))?
         .map_err(internal)?
         .ok_or_else(|| CoreError::NotFound(format!("no hash list '{list}'")))?;
     let mut body = Vec::new();
@@ -73,7 +79,7 @@ pub async fn import(
     check_list_name(&list).map_err(|e| CoreError::BadRequest(e.to_string()))?;
     let text = std::str::from_utf8(&body).map_err(|_| CoreError::BadRequest("the body is not UTF-8 text".into()))?;
     let entries = parse_entries(text).map_err(|e| CoreError::BadRequest(format!("bad hash-list entries: {e:#}")))?;
-    let lists = state.detector.hashlists().cloned().ok_or_else(|| CoreError::Unavailable("no hash lists".into()))?;
+    let lists = lists(&state)?;
     let name = list.clone();
     let added = tokio::task::spawn_blocking(move || lists.import(&name, entries))
         .await
@@ -90,7 +96,7 @@ pub async fn delete_list(
     Path(list): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, key)?;
-    let lists = state.detector.hashlists().cloned().ok_or_else(|| CoreError::Unavailable("no hash lists".into()))?;
+    let lists = lists(&state)?;
     let name = list.clone();
     let deleted = tokio::task::spawn_blocking(move || lists.delete_list(&name))
         .await
@@ -110,7 +116,7 @@ pub async fn delete_entry(
     Path((list, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, key)?;
-    let lists = state.detector.hashlists().cloned().ok_or_else(|| CoreError::Unavailable("no hash lists".into()))?;
+    let lists = lists(&state)?;
     let (l, i) = (list.clone(), id.clone());
     let found = tokio::task::spawn_blocking(move || lists.delete(&l, &i))
         .await
