@@ -139,11 +139,12 @@ impl Judgement {
         Judgement { verdict, reason: None }
     }
 
-    /// One face: `not_applicable` (`face_too_small`) when its longer side is under `min_size`
-    /// pixels, else the band of its score.
-    pub fn face(score: f32, longer_side: f32, min_size: u32, bands: &Bands) -> Judgement {
+    /// One face: `not_applicable` because of `too_small` (`face_too_small`, or in `whole`
+    /// mode `image_too_small`) when its longer side is under `min_size` pixels, else the band
+    /// of its score.
+    pub fn face(score: f32, longer_side: f32, min_size: u32, too_small: Reason, bands: &Bands) -> Judgement {
         if longer_side < min_size as f32 {
-            return Judgement::not_applicable(Reason::FaceTooSmall);
+            return Judgement::not_applicable(too_small);
         }
         Judgement::band(score, bands)
     }
@@ -185,8 +186,11 @@ mod tests {
         assert_eq!(Judgement::band(0.5, &b).verdict, Verdict::Uncertain);
         assert_eq!(Judgement::band(0.2, &b).verdict, Verdict::Uncertain);
         assert_eq!(Judgement::band(0.19, &b).verdict, Verdict::LikelyAuthentic);
-        assert_eq!(Judgement::face(0.99, 63.0, 64, &b), Judgement::not_applicable(Reason::FaceTooSmall));
-        assert_eq!(Judgement::face(0.99, 64.0, 64, &b).verdict, Verdict::LikelyManipulated);
+        assert_eq!(
+            Judgement::face(0.99, 63.0, 64, Reason::FaceTooSmall, &b),
+            Judgement::not_applicable(Reason::FaceTooSmall)
+        );
+        assert_eq!(Judgement::face(0.99, 64.0, 64, Reason::FaceTooSmall, &b).verdict, Verdict::LikelyManipulated);
         // One face: the band. Four faces: the top one must reach 1 - 0.2 / 4 = 0.95.
         assert_eq!(Judgement::image(&[0.85], None, &b).verdict, Verdict::LikelyManipulated);
         assert_eq!(Judgement::image(&[0.85, 0.1, 0.1, 0.1], None, &b).verdict, Verdict::Uncertain);

@@ -42,7 +42,8 @@ impl BodyBudget {
         BodyBudget { bytes: Arc::new(Semaphore::new(limit)), limit, timeout }
     }
 
-    /// Body bytes held now, for metrics.
+    /// Body bytes held now.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.limit - self.bytes.available_permits()
     }

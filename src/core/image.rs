@@ -261,10 +261,7 @@ impl ImagePipeline {
         for r in futures::future::join_all(futures).await {
             let (face, scored) = r?;
             let longer_side = (face.x2 - face.x1).max(face.y2 - face.y1);
-            let mut judgement = Judgement::face(scored.score, longer_side, self.min_face_size, &classifier.bands);
-            if judgement.reason == Some(Reason::FaceTooSmall) {
-                judgement.reason = Some(small);
-            }
+            let judgement = Judgement::face(scored.score, longer_side, self.min_face_size, small, &classifier.bands);
             per_face.push(FaceResult {
                 bbox: [face.x1, face.y1, face.x2, face.y2],
                 confidence: face.confidence,

@@ -76,16 +76,15 @@ impl<U: Message + prost::Name + Default> Decoder for BoundedDecoder<U> {
         let wire = buf.chunk();
         if wire.len() == buf.remaining() {
             let allowed = wire.len().saturating_mul(DECODED_PER_WIRE_BYTE).saturating_add(DECODED_SLACK);
-            match decoded_size(&U::full_name(), wire) {
-                Ok(estimate) if estimate > allowed => {
+            // A malformed message is left to prost, which names the fault.
+            if let Ok(estimate) = decoded_size(&U::full_name(), wire) {
+                if estimate > allowed {
                     return Err(Status::resource_exhausted(format!(
                         "message of {} bytes would decode to about {estimate} bytes (more than {allowed}): \
                          too many small fields; send tensor data packed or as raw_input_contents",
                         wire.len()
                     )));
                 }
-                // A malformed message is left to prost, which names the fault.
-                Ok(_) | Err(_) => {}
             }
         }
         // INTERNAL for a message that does not parse, as tonic's own prost codec answers.

@@ -77,14 +77,18 @@ pub async fn import(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, key)?;
     check_list_name(&list).map_err(|e| CoreError::BadRequest(e.to_string()))?;
-    let text = std::str::from_utf8(&body).map_err(|_| CoreError::BadRequest("the body is not UTF-8 text".into()))?;
-    let entries = parse_entries(text).map_err(|e| CoreError::BadRequest(format!("bad hash-list entries: {e:#}")))?;
     let lists = lists(&state)?;
     let name = list.clone();
-    let added = tokio::task::spawn_blocking(move || lists.import(&name, entries))
-        .await
-        .map_err(|e| CoreError::Inference(e.to_string()))?
-        .map_err(internal)?;
+    // Parsing and committing up to --max-body-bytes of entries: off the async workers.
+    let added = tokio::task::spawn_blocking(move || {
+        let text =
+            std::str::from_utf8(&body).map_err(|_| CoreError::BadRequest("the body is not UTF-8 text".into()))?;
+        let entries =
+            parse_entries(text).map_err(|e| CoreError::BadRequest(format!("bad hash-list entries: {e:#}")))?;
+        lists.import(&name, entries).map_err(internal)
+    })
+    .await
+    .map_err(|e| CoreError::Inference(e.to_string()))??;
     tracing::info!(list = %list, added, "hash list changed");
     Ok(Json(json!({ "list": list, "added": added })))
 }
