@@ -6,6 +6,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 REQ=tests/python/requirements.txt
 STAMP=.venv/.requirements-installed
+# The `vpdq` oracle builds from source against FFmpeg's libraries: their headers first.
+if ! pkg-config --exists libavcodec libavformat libavutil libswscale 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[pyenv] installing FFmpeg development headers (apt-get) for the vpdq test oracle" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pkg-config \
+      libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev libswresample-dev \
+      libavfilter-dev >/dev/null
+  else
+    echo "pyenv.sh: please install FFmpeg's development packages (libavcodec-dev libavformat-dev libswscale-dev ...), then re-run" >&2
+    exit 1
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

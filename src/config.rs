@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// hashes that match too much; Meta's default is 50).
     #[arg(long, env = "DFSERVE_PDQ_MIN_QUALITY", default_value_t = 50)]
     pub pdq_min_quality: u8,
+    /// A listed video matches when this percent of the upload's vPDQ frame hashes are near one
+    /// of its frames (ThreatExchange's default: 80).
+    #[arg(long, env = "DFSERVE_VPDQ_QUERY_MATCH", default_value_t = 80.0)]
+    pub vpdq_query_match: f32,
+    /// ... and this percent of its frames are near one of the upload's (default 0: clips match).
+    #[arg(long, env = "DFSERVE_VPDQ_LIST_MATCH", default_value_t = 0.0)]
+    pub vpdq_list_match: f32,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -369,6 +376,10 @@ pub struct ScoreArgs {
     /// Score against a running dfserve (e.g. http://gpu-box:8000) instead of in-process.
     #[arg(long)]
     pub server: Option<String>,
+    /// Also match every file against the hash lists in this data directory (Meta's default
+    /// thresholds), with no server using it (redb takes one process at a time).
+    #[arg(long, conflicts_with = "server")]
+    pub hash_lists: Option<PathBuf>,
     /// Classifier(s) to run, comma-separated; default: the engine's --default-model.
     #[arg(long = "model", value_delimiter = ',')]
     pub score_models: Vec<String>,
@@ -464,9 +475,10 @@ pub struct HashArgs {
     /// Files to hash.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Largest image, in pixels, to decode for PDQ.
-    #[arg(long, env = "DFSERVE_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
-    pub max_image_pixels: u64,
+    /// The decoding limits (`--max-image-pixels`, `--max-video-*`, `--video-max-side`) are the
+    /// server's, so a file hashes here as it does on upload.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => block_on(dfserve::score::run(args)),
         Command::Models(args) => dfserve::models::list(&args.model_dir),
         Command::Calibrate(args) => dfserve::score::calibrate_file(&args),
-        Command::Hash(args) => dfserve::hashing::run(&args.files, args.max_image_pixels),
+        Command::Hash(args) => dfserve::hashing::run(&args),
         Command::Hashes(args) => dfserve::hashlists::cli::run(&args),
         Command::BenchModel(args) => dfserve::bench::bench_model(&args),
         Command::BenchPipeline(args) => dfserve::bench::bench_pipeline(&args),

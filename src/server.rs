@@ -29,9 +29,14 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let settings = args.engine.core_settings();
     let core = Arc::new(tokio::task::spawn_blocking(move || InferCore::load(settings, metrics)).await??);
     let video = VideoDecoder::start(args.engine.video_settings()).await;
-    let (dir, max_distance, min_quality) = (args.data_dir.clone(), args.pdq_max_distance, args.pdq_min_quality);
-    let lists = tokio::task::spawn_blocking(move || crate::hashlists::HashLists::open(&dir, max_distance, min_quality))
-        .await??;
+    let rules = crate::hashlists::MatchRules {
+        pdq_max_distance: args.pdq_max_distance,
+        pdq_min_quality: args.pdq_min_quality,
+        vpdq_query_pct: args.vpdq_query_match,
+        vpdq_list_pct: args.vpdq_list_match,
+    };
+    let dir = args.data_dir.clone();
+    let lists = tokio::task::spawn_blocking(move || crate::hashlists::HashLists::open(&dir, rules)).await??;
     tracing::info!(data_dir = %args.data_dir.display(), lists = lists.summaries().len(), "hash lists loaded");
     let detector = Arc::new(Detector::new(core.clone(), video).with_hashlists(Arc::new(lists)));
     let keys = load_keys(args.api_key_file.as_ref())?;

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
+use crate::hashing::{pdq::Pdq, vpdq};
 use crate::hashlists::{HashLists, Match, Probe};
 use crate::verdict::{Label, Status};
 use crate::video::{Container, Sniffed, VideoDecoder};
@@ -109,7 +110,7 @@ impl Detector {
         match crate::video::sniff(&bytes) {
             Sniffed::Video(container) => {
                 let mut v = self.detect_video(bytes.clone(), container, opts, deadline).await?;
-                v.matches = self.matches(&bytes, None).await;
+                v.matches = self.matches(&bytes, None, std::mem::take(&mut v.vpdq)).await;
                 Ok(Detection::Video(v))
             }
             Sniffed::Refused(why) => {
@@ -133,7 +134,7 @@ impl Detector {
         let picture = Picture::Encoded(bytes.clone());
         let mut result = self.admitted(deadline, self.core.score_picture(picture, &image_opts, deadline)).await;
         if let Ok(r) = &mut result {
-            r.matches = self.matches(&bytes, r.pdq).await;
+            r.matches = self.matches(&bytes, r.pdq, Vec::new()).await;
         }
         // For the pipeline, one image is one inference and one execution.
         let stats = self.core.pipeline_stats();
@@ -147,10 +148,15 @@ impl Detector {
     }
 
     /// The upload's matches in the hash lists (digests hashed off the async workers).
-    async fn matches(&self, bytes: &Bytes, pdq: Option<crate::hashing::pdq::Pdq>) -> Vec<Match> {
+    async fn matches(&self, bytes: &Bytes, pdq: Option<Pdq>, vpdq: Vec<vpdq::Feature>) -> Vec<Match> {
         let Some(lists) = self.hashlists.clone().filter(|l| !l.is_empty()) else { return Vec::new() };
         let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || lists.matches(&Probe { bytes: &bytes, pdq })).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let vpdq = (!vpdq.is_empty()).then_some(&vpdq[..]);
+            lists.matches(&Probe { bytes: &bytes, pdq, vpdq })
+        })
+        .await
+        .unwrap_or_default()
     }
 
     async fn detect_video(
@@ -161,7 +167,8 @@ impl Detector {
         deadline: Instant,
     ) -> Result<VideoResult, CoreError> {
         let started = Instant::now();
-        let work = video::score_video(&self.core, &self.video, bytes, container, opts, deadline);
+        let hash = self.hashlists.as_ref().is_some_and(|l| l.wants_vpdq());
+        let work = video::score_video(&self.core, &self.video, bytes, container, opts, hash, deadline);
         let result = self.admitted(deadline, work).await;
         let word = result.as_ref().map_or("error", |v| v.word());
         let m = &self.core.metrics;

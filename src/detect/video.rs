@@ -18,6 +18,7 @@ use super::request::DetectOptions;
 use crate::core::image::ms;
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
+use crate::hashing::{pdq, vpdq};
 use crate::verdict::{self, Judgement, Label, Reason, Status};
 use crate::video::{track, Aggregation, Container, VideoDecoder};
 
@@ -55,8 +56,11 @@ pub struct VideoResult {
     /// What to act on, from the face tracks large enough to judge (see `Judgement::image`).
     #[serde(flatten)]
     pub judgement: Judgement,
-    /// Known content this upload matched (hash lists: exact digests for videos).
+    /// Known content this upload matched (hash lists: vPDQ and exact digests for videos).
     pub matches: Vec<crate::hashlists::Match>,
+    /// The video's vPDQ, when a hash list needed it (matching only; not reported).
+    #[serde(skip)]
+    pub vpdq: Vec<vpdq::Feature>,
     pub tracks: Vec<track::Track>,
     pub timings: VideoTimings,
 }
@@ -70,33 +74,60 @@ impl VideoResult {
 
 type Scored = (u64, f64, ImageResult);
 
-/// Scores one uploaded video. The caller has admitted the request and bounds it with `deadline`.
+/// What one sampled frame gave: a score, a vPDQ frame hash, or both.
+struct Sampled {
+    scored: Option<Scored>,
+    hashed: Option<vpdq::Feature>,
+}
+
+/// Scores one uploaded video, and computes its vPDQ when `hash` is set. The caller has
+/// admitted the request and bounds it with `deadline`.
 pub(super) async fn score_video(
     core: &Arc<InferCore>,
     decoder: &VideoDecoder,
     bytes: Bytes,
     container: Container,
     opts: &DetectOptions,
+    hash: bool,
     deadline: Instant,
 ) -> Result<VideoResult, CoreError> {
     let started = Instant::now();
-    let mut video = decoder.open(bytes, container, opts.sampling, deadline).await?;
+    let mut video = decoder.open(bytes, container, opts.sampling, hash.then_some(1.0), deadline).await?;
     let slots = Arc::new(Semaphore::new(decoder.settings().frames_in_flight.max(1)));
     // Dropping the set (the request went away) aborts every frame still being scored.
-    let mut tasks: JoinSet<Result<Scored, CoreError>> = JoinSet::new();
-    let mut scored = Vec::new();
+    let mut tasks: JoinSet<Result<Sampled, CoreError>> = JoinSet::new();
+    let (mut scored, mut hashes) = (Vec::new(), Vec::new());
+    let mut keep = |s: Sampled| {
+        scored.extend(s.scored);
+        hashes.extend(s.hashed);
+    };
     loop {
         let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let Some(frame) = video.next_frame().await? else { break };
         let (core, image_opts) = (core.clone(), opts.image.clone());
         tasks.spawn(async move {
-            let r = core.score_picture(Picture::Decoded(Arc::new(frame.image)), &image_opts, deadline).await;
+            let image = Arc::new(frame.image);
+            let hashed = if frame.hash {
+                let image = image.clone();
+                let pdq = tokio::task::spawn_blocking(move || pdq::pdq(&image))
+                    .await
+                    .map_err(|e| CoreError::Inference(format!("frame hashing task failed: {e}")))?;
+                Some(vpdq::Feature { pdq, time_s: frame.time_s })
+            } else {
+                None
+            };
+            let scored = if frame.score {
+                let r = core.score_picture(Picture::Decoded(image), &image_opts, deadline).await?;
+                Some((frame.index, frame.time_s, r))
+            } else {
+                None
+            };
             drop(slot);
-            r.map(|r| (frame.index, frame.time_s, r))
+            Ok(Sampled { scored, hashed })
         });
         // A frame that failed (overload, deadline) fails the video now, not after decoding.
         while let Some(done) = tasks.try_join_next() {
-            scored.push(joined(done)?);
+            keep(joined(done)?);
         }
     }
     let decode_ms = ms(video.decode_started.elapsed());
@@ -106,8 +137,9 @@ pub(super) async fn score_video(
     drop(video);
     let t0 = Instant::now();
     while let Some(done) = tasks.join_next().await {
-        scored.push(joined(done)?);
+        keep(joined(done)?);
     }
+    hashes.sort_by(|a: &vpdq::Feature, b| a.time_s.total_cmp(&b.time_s));
     let score_ms = ms(t0.elapsed());
     if scored.is_empty() {
         return Err(CoreError::UndecodableVideo("no frame could be decoded from the video".into()));
@@ -159,11 +191,12 @@ pub(super) async fn score_video(
         threshold,
         judgement,
         matches: Vec::new(),
+        vpdq: hashes,
         tracks,
         timings: VideoTimings { probe_ms: ms(probe_time), decode_ms, score_ms, total_ms: ms(started.elapsed()) },
     })
 }
 
-fn joined(done: Result<Result<Scored, CoreError>, tokio::task::JoinError>) -> Result<Scored, CoreError> {
+fn joined(done: Result<Result<Sampled, CoreError>, tokio::task::JoinError>) -> Result<Sampled, CoreError> {
     done.unwrap_or_else(|e| Err(CoreError::Inference(format!("frame scoring task failed: {e}"))))
 }

@@ -1,18 +1,22 @@
-//! Hashes for matching known content: PDQ (perceptual, images) and the exact digests MD5 and
-//! SHA-256 that hash-sharing programmes use for files.
+//! Hashes for matching known content: PDQ (perceptual, images), vPDQ (PDQ of one frame a
+//! second, videos) and the exact digests MD5 and SHA-256 that hash-sharing programmes use for
+//! files.
 //!
 //! `dfserve hash FILE...` prints them; matching uploads against hash lists builds on this.
 
 pub mod pdq;
+pub mod vpdq;
 
-use std::path::PathBuf;
+use std::time::Instant;
 
 use md5::Md5;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::HashArgs;
+use crate::error::CoreError;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
-use crate::video::{sniff, Sniffed};
+use crate::video::{sniff, Container, Sampling, Sniffed, VideoDecoder};
 
 /// The hashes of one file.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +29,10 @@ pub struct FileHashes {
     pub pdq: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
+    /// vPDQ frames (`"hex,quality,seconds"`, ThreatExchange's form); videos only. A hash-list
+    /// entry takes this array as its `hash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpdq: Option<Vec<String>>,
     pub md5: String,
     pub sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,7 +43,7 @@ pub struct FileHashes {
 pub fn hash_bytes(path: String, bytes: &[u8], max_pixels: u64) -> FileHashes {
     let md5 = hex::encode(Md5::digest(bytes));
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let base = FileHashes { path, kind: "image", pdq: None, quality: None, md5, sha256, error: None };
+    let base = FileHashes { path, kind: "image", pdq: None, quality: None, vpdq: None, md5, sha256, error: None };
     match sniff(bytes) {
         Sniffed::Video(_) => FileHashes { kind: "video", ..base },
         Sniffed::Refused(why) => FileHashes { kind: "error", error: Some(why.to_string()), ..base },
@@ -49,20 +57,54 @@ pub fn hash_bytes(path: String, bytes: &[u8], max_pixels: u64) -> FileHashes {
     }
 }
 
+/// A video's vPDQ, decoded by the same confined FFmpeg and sampler as uploads.
+pub async fn video_vpdq(
+    decoder: &VideoDecoder,
+    bytes: Vec<u8>,
+    container: Container,
+) -> Result<Vec<vpdq::Feature>, CoreError> {
+    let deadline = Instant::now() + decoder.settings().decode_timeout;
+    let mut video = decoder.open(bytes.into(), container, Some(Sampling::Count(0)), Some(1.0), deadline).await?;
+    let mut out = Vec::new();
+    while let Some(frame) = video.next_frame().await? {
+        if frame.hash {
+            let image = frame.image;
+            let pdq = tokio::task::spawn_blocking(move || pdq::pdq(&image))
+                .await
+                .map_err(|e| CoreError::Inference(format!("hashing a frame: {e}")))?;
+            out.push(vpdq::Feature { pdq, time_s: frame.time_s });
+        }
+    }
+    Ok(out)
+}
+
 /// `dfserve hash FILE...`: one JSON line per file on stdout.
-pub fn run(files: &[PathBuf], max_pixels: u64) -> anyhow::Result<()> {
+pub fn run(args: &HashArgs) -> anyhow::Result<()> {
     use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let decoder = runtime.block_on(VideoDecoder::start(args.engine.video_settings())).waiting_for_budget();
+    let max_pixels = args.engine.max_image_pixels;
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
-    for path in files {
+    for path in &args.files {
         let name = path.to_string_lossy().into_owned();
         let line = match std::fs::read(path) {
-            Ok(bytes) => hash_bytes(name, &bytes, max_pixels),
+            Ok(bytes) => {
+                let mut line = hash_bytes(name, &bytes, max_pixels);
+                if let Sniffed::Video(container) = sniff(&bytes) {
+                    match runtime.block_on(video_vpdq(&decoder, bytes, container)) {
+                        Ok(frames) => line.vpdq = Some(frames.iter().map(vpdq::Feature::compact).collect()),
+                        Err(e) => (line.kind, line.error) = ("error", Some(e.to_string())),
+                    }
+                }
+                line
+            }
             Err(e) => FileHashes {
                 path: name,
                 kind: "error",
                 pdq: None,
                 quality: None,
+                vpdq: None,
                 md5: String::new(),
                 sha256: String::new(),
                 error: Some(format!("cannot read: {e}")),
@@ -73,7 +115,7 @@ pub fn run(files: &[PathBuf], max_pixels: u64) -> anyhow::Result<()> {
         out.write_all(b"\n")?;
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} files could not be hashed (see their `error`)", files.len());
+        anyhow::bail!("{failed} of {} files could not be hashed (see their `error`)", args.files.len());
     }
     Ok(())
 }

@@ -61,8 +61,45 @@ impl Pdq {
 }
 
 /// Number of differing bits.
+#[inline(always)]
 pub fn hamming(a: &[u64; 4], b: &[u64; 4]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+/// Every hash within `max` bits of `query`: its index and distance, in order. A linear scan:
+/// on CPUs with AVX2 the same loop is compiled for AVX2 and POPCNT (chosen at run time, since
+/// release builds target baseline x86-64), which `dfserve hashes bench` measured at about
+/// twice the speed of the baseline build.
+pub fn within(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has just been checked to support both features.
+        return unsafe { within_avx2(query, hashes, max) };
+    }
+    scan(query, hashes, max)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn within_avx2(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
+    scan(query, hashes, max)
+}
+
+/// [`within`] as compiled for baseline x86-64 (for the benchmark's comparison).
+pub fn within_baseline(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
+    scan(query, hashes, max)
+}
+
+#[inline(always)]
+fn scan(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
+    let mut out = Vec::new();
+    for (i, h) in hashes.iter().enumerate() {
+        let d = hamming(query, h);
+        if d <= max {
+            out.push((i, d));
+        }
+    }
+    out
 }
 
 /// The PDQ hash of an RGB image (already upright: EXIF orientation applied).

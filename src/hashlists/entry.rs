@@ -1,12 +1,15 @@
 //! One hash-list entry: its kinds of hash, how it is checked, and the import formats.
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::hashing::vpdq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HashKind {
     Pdq,
+    Vpdq,
     Md5,
     Sha256,
 }
@@ -15,15 +18,18 @@ impl HashKind {
     pub fn as_str(self) -> &'static str {
         match self {
             HashKind::Pdq => "pdq",
+            HashKind::Vpdq => "vpdq",
             HashKind::Md5 => "md5",
             HashKind::Sha256 => "sha256",
         }
     }
 
-    fn hex_len(self) -> usize {
+    /// Hex digits of a hash of this kind (vPDQ hashes are lists of PDQ hashes).
+    fn hex_len(self) -> Option<usize> {
         match self {
-            HashKind::Md5 => 32,
-            HashKind::Pdq | HashKind::Sha256 => 64,
+            HashKind::Md5 => Some(32),
+            HashKind::Pdq | HashKind::Sha256 => Some(64),
+            HashKind::Vpdq => None,
         }
     }
 }
@@ -33,7 +39,9 @@ impl HashKind {
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     pub kind: HashKind,
-    /// Lowercase hex.
+    /// Lowercase hex; for `vpdq`, ThreatExchange's serialised form (see `hashing::vpdq`), which
+    /// JSON Lines may also give as the array itself.
+    #[serde(deserialize_with = "string_or_array")]
     pub hash: String,
     /// Unique within its list; adding an entry with an existing id replaces it.
     pub id: String,
@@ -46,20 +54,48 @@ pub struct Entry {
 impl Entry {
     pub fn normalise(mut self) -> anyhow::Result<Entry> {
         self.hash = self.hash.trim().to_ascii_lowercase();
-        if self.hash.len() != self.kind.hex_len() || !self.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!(
-                "entry '{}': a {} hash is {} hex digits, got '{}'",
-                self.id,
-                self.kind.as_str(),
-                self.kind.hex_len(),
-                self.hash
-            );
+        match self.kind.hex_len() {
+            Some(n) if self.hash.len() != n || !self.hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                bail!("entry '{}': a {} hash is {n} hex digits, got '{}'", self.id, self.kind.as_str(), self.hash)
+            }
+            Some(_) => {}
+            None => {
+                let frames = vpdq::parse(&self.hash).with_context(|| format!("entry '{}': bad vpdq hash", self.id))?;
+                self.hash = vpdq::to_json(&frames);
+            }
         }
         if self.id.is_empty() || self.id.len() > 256 || self.id.contains('\0') {
             bail!("entry ids must be 1 to 256 characters without NUL, got '{}'", self.id.escape_debug());
         }
         Ok(self)
     }
+}
+
+/// A CSV record: every field text (CSV's own type guessing would read an all-digit hash as a
+/// number).
+#[derive(Deserialize)]
+struct CsvEntry {
+    kind: HashKind,
+    hash: String,
+    id: String,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// A hash given as a string, or (vPDQ) as a JSON array kept in its text form.
+fn string_or_array<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Hash {
+        Text(String),
+        Frames(Vec<String>),
+    }
+    Ok(match Hash::deserialize(d)? {
+        Hash::Text(s) => s,
+        Hash::Frames(v) => serde_json::to_string(&v).map_err(serde::de::Error::custom)?,
+    })
 }
 
 /// A list name: 1 to 64 letters, digits, `_`, `-` or `.`.
@@ -85,9 +121,12 @@ pub fn parse_entries(text: &str) -> anyhow::Result<Vec<Entry>> {
             .collect::<anyhow::Result<_>>()?
     } else {
         let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-        rdr.deserialize()
+        rdr.deserialize::<CsvEntry>()
             .enumerate()
-            .map(|(i, r)| r.with_context(|| format!("CSV record {} (columns: kind,hash,id[,label,source])", i + 1)))
+            .map(|(i, r)| {
+                let r = r.with_context(|| format!("CSV record {} (columns: kind,hash,id[,label,source])", i + 1))?;
+                Ok(Entry { kind: r.kind, hash: r.hash, id: r.id, label: r.label, source: r.source })
+            })
             .collect::<anyhow::Result<_>>()?
     };
     entries.into_iter().map(Entry::normalise).collect()

@@ -111,6 +111,7 @@ async fn remote(
             verdict: r["verdict"].as_str().map(str::to_string),
             verdict_reason: r["verdict_reason"].as_str().map(str::to_string),
             raw_score,
+            matches: serde_json::from_value(r["matches"].clone()).unwrap_or_default(),
             audit: body["results"][0].get("audit").cloned(),
         });
     }
@@ -292,7 +293,17 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || InferCore::load(settings, Arc::new(Metrics::new()))).await??;
             core.warm_up().await?;
             let video = crate::video::VideoDecoder::start(args.engine.video_settings()).await.waiting_for_budget();
-            Scorer::Local(Arc::new(Detector::new(Arc::new(core), video)))
+            let mut detector = Detector::new(Arc::new(core), video);
+            if let Some(dir) = &args.hash_lists {
+                if !dir.join("hashlists.redb").is_file() {
+                    bail!("--hash-lists {}: no hash lists there (hashlists.redb); add some with `dfserve hashes import --data-dir {0} ...`", dir.display());
+                }
+                let lists = crate::hashlists::HashLists::open(dir, Default::default()).with_context(|| {
+                    format!("cannot open the hash lists in {} (a server using them holds them: score with --server instead)", dir.display())
+                })?;
+                detector = detector.with_hashlists(Arc::new(lists));
+            }
+            Scorer::Local(Arc::new(detector))
         }
     };
 

@@ -17,7 +17,7 @@ pub enum Writer {
 }
 
 /// CSV columns per model, in order.
-const COLUMNS: [&str; 7] = ["score", "label", "status", "faces", "error", "verdict", "raw_score"];
+const COLUMNS: [&str; 8] = ["score", "label", "status", "faces", "error", "verdict", "raw_score", "matches"];
 
 fn csv_header(models: &[String]) -> Vec<String> {
     let mut h = vec!["path".to_string(), "truth".to_string()];
@@ -93,6 +93,8 @@ impl Writer {
                     rec.push(o.error.clone().unwrap_or_default());
                     rec.push(o.verdict.clone().unwrap_or_default());
                     rec.push(o.raw_score.map(|s| s.to_string()).unwrap_or_default());
+                    // Matches as a JSON array in one cell; empty when none.
+                    rec.push(if o.matches.is_empty() { String::new() } else { serde_json::to_string(&o.matches)? });
                 }
                 w.write_record(rec)?;
                 w.flush()?;
@@ -156,6 +158,7 @@ pub fn read_rows(path: &Path, format: OutputFormat, models: &[String]) -> anyhow
                             verdict: opt(c(5)),
                             verdict_reason: None,
                             raw_score: c(6).parse().ok(),
+                            matches: serde_json::from_str(&c(7)).unwrap_or_default(),
                             audit: None,
                         },
                     );

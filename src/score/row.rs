@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Detection;
+use crate::hashlists::Match;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaceOut {
@@ -38,6 +39,9 @@ pub struct Outcome {
     /// on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_score: Option<f32>,
+    /// Hash-list matches of the file (`--hash-lists`, or the server's lists with `--server`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<Match>,
     /// With `--audit` (JSON Lines output only): the audit record of this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<serde_json::Value>,
@@ -64,6 +68,7 @@ impl Outcome {
             verdict: None,
             verdict_reason: None,
             raw_score: None,
+            matches: vec![],
             audit: None,
         }
     }
@@ -75,6 +80,10 @@ impl Outcome {
     pub fn from_detection(d: Detection) -> Outcome {
         let (status, score, label) = (d.status().as_str().into(), d.score(), d.label().map(|l| l.as_str().into()));
         let judgement = d.judgement();
+        let matches = match &d {
+            Detection::Image(r) => r.matches.clone(),
+            Detection::Video(v) => v.matches.clone(),
+        };
         let (face_count, faces) = match d {
             Detection::Image(r) => (
                 r.faces.len(),
@@ -96,6 +105,7 @@ impl Outcome {
             verdict: Some(judgement.verdict.as_str().into()),
             verdict_reason: judgement.reason.map(|r| r.as_str().into()),
             raw_score,
+            matches,
             audit: None,
         }
     }

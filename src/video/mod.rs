@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::CoreError;
 pub use container::{sniff, Container, Sniffed};
 use ffmpeg::{Confinement, FrameRun, RunError};
+use plan::Target;
 pub use plan::{Sampling, Strategy};
 pub use probe::Probe;
 pub use track::Aggregation;
@@ -70,6 +71,10 @@ pub struct Frame {
     pub time_s: f64,
     /// Scaled to at most `--video-max-side`; see [`OpenVideo::scale`].
     pub image: RgbImage,
+    /// Sampled for scoring (see `Sampling`).
+    pub score: bool,
+    /// Sampled for the video's vPDQ hash.
+    pub hash: bool,
 }
 
 impl VideoDecoder {
@@ -105,13 +110,16 @@ impl VideoDecoder {
         &self.settings
     }
 
-    /// Admits, stores, probes and checks one upload, and starts decoding its samples. FFmpeg
-    /// work ends by `min(deadline, now + --video-decode-timeout)`.
+    /// Admits, stores, probes and checks one upload, and starts decoding its samples: those
+    /// `sampling` asks for (the server's default count when `None`), and with `hash_every`
+    /// the frames vPDQ hashes, one every that many seconds. FFmpeg work ends by
+    /// `min(deadline, now + --video-decode-timeout)`.
     pub async fn open(
         &self,
         bytes: Bytes,
         container: Container,
         sampling: Option<Sampling>,
+        hash_every: Option<f64>,
         deadline: Instant,
     ) -> Result<OpenVideo, CoreError> {
         let permit = if self.wait_for_budget {
@@ -156,7 +164,14 @@ impl VideoDecoder {
                 p.width, p.height, s.max_pixels
             )));
         }
-        let targets = plan::targets(&p, sampling.unwrap_or(Sampling::Count(s.default_frames)), s.max_frames);
+        let scored = plan::targets(&p, sampling.unwrap_or(Sampling::Count(s.default_frames)), s.max_frames);
+        let duration = if p.duration > 0.0 { p.duration } else { p.frames as f64 / p.fps.max(1e-3) };
+        let hashed = hash_every.map(|every| crate::hashing::vpdq::frame_times(p.fps, duration, every));
+        let plan = plan::merge(&p, &scored, hashed.as_deref().unwrap_or_default());
+        if plan.is_empty() {
+            return Err(CoreError::UndecodableVideo("the video has no frames to sample".into()));
+        }
+        let targets: Vec<f64> = plan.iter().map(|t| t.t).collect();
         let keyframes = if plan::worth_seeking(&p, &targets) {
             let csv = self
                 .ffprobe(
@@ -170,7 +185,13 @@ impl VideoDecoder {
         } else {
             None
         };
-        let strategy = plan::choose(&p, &targets, keyframes.as_deref());
+        let mut strategy = plan::choose(&p, &targets, keyframes.as_deref());
+        if hashed.is_some() {
+            // vPDQ hashes exact frames: none may move to the next decoded one.
+            if let Strategy::Sequential { skip_nonref } = &mut strategy {
+                *skip_nonref = false;
+            }
+        }
         let (w, h) = scaled_size(p.width, p.height, s.max_side);
         let runs = decode_runs(container, &input, &targets, strategy, (w, h));
         Ok(OpenVideo {
@@ -181,6 +202,7 @@ impl VideoDecoder {
             runs,
             current: None,
             frame_size: (w, h),
+            targets: plan.into(),
             confinement: self.confinement.clone(),
             deadline: ffmpeg_deadline,
             decode_started: Instant::now(),
@@ -281,6 +303,8 @@ pub struct OpenVideo {
     /// When decoding started (after the probe).
     pub decode_started: Instant,
     runs: VecDeque<Vec<String>>,
+    /// Targets not yet reached, to tell what each frame is for.
+    targets: VecDeque<Target>,
     current: Option<FrameRun>,
     frame_size: (u32, u32),
     confinement: Confinement,
@@ -308,7 +332,18 @@ impl OpenVideo {
                     let p = &self.probe;
                     let time_s = if pts.is_finite() { (pts - p.start).max(0.0) } else { 0.0 };
                     let image = RgbImage::from_raw(w, h, pixels).expect("buffer is exactly one frame");
-                    return Ok(Some(Frame { index: (time_s * p.fps).round() as u64, time_s, image }));
+                    // The frame serves every target at or before it.
+                    let (mut score, mut hash) = (false, false);
+                    let at = if pts.is_finite() { pts } else { self.targets.front().map_or(0.0, |t| t.t) };
+                    while let Some(t) = self.targets.front().filter(|t| t.t <= at + 1e-6) {
+                        (score, hash) = (score | t.score, hash | t.hash);
+                        self.targets.pop_front();
+                    }
+                    if !(score || hash) {
+                        score = true;
+                    }
+                    let index = (time_s * p.fps).round() as u64;
+                    return Ok(Some(Frame { index, time_s, image, score, hash }));
                 }
                 None => self.current = None,
             }

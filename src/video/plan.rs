@@ -57,8 +57,12 @@ fn frame_cost_ms(p: &Probe) -> f64 {
     FRAME_COST_MS_PER_MPIXEL * p.width as f64 * p.height as f64 / 1e6
 }
 
-/// Target times (seconds, the stream's clock), ascending.
+/// Target times (seconds, the stream's clock), ascending; none for `Count(0)` (a video that is
+/// only hashed).
 pub fn targets(p: &Probe, sampling: Sampling, max: usize) -> Vec<f64> {
+    if sampling == Sampling::Count(0) {
+        return Vec::new();
+    }
     let frames = p.frames.max(1);
     let duration = if p.duration > 0.0 { p.duration } else { frames as f64 / p.fps };
     let want = match sampling {
@@ -69,6 +73,42 @@ pub fn targets(p: &Probe, sampling: Sampling, max: usize) -> Vec<f64> {
     .min(frames as usize);
     let half_frame = 0.5 / p.fps;
     (0..want).map(|i| (p.start + (i as f64 + 0.5) * duration / want as f64 - half_frame).max(p.start)).collect()
+}
+
+/// One sample time (the stream's clock) and what the frame there is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub t: f64,
+    /// Scored by the classifier.
+    pub score: bool,
+    /// Hashed for vPDQ.
+    pub hash: bool,
+}
+
+/// The scoring targets and the vPDQ frame times (`hash`, from the stream's start) as one
+/// ascending list. Targets under half a frame apart become one target doing both jobs, at the
+/// earlier time; others stay apart, and when two still land on one frame, that frame serves
+/// both. vPDQ frames are exact frame times, aimed a quarter frame early so that rounding in the
+/// timestamps cannot move them to the next frame.
+pub fn merge(p: &Probe, score: &[f64], hash: &[f64]) -> Vec<Target> {
+    let frame = 1.0 / p.fps.max(1e-3);
+    let mut all: Vec<Target> = score
+        .iter()
+        .map(|&t| Target { t, score: true, hash: false })
+        .chain(hash.iter().map(|&t| Target { t: (p.start + t - 0.25 * frame).max(p.start), score: false, hash: true }))
+        .collect();
+    all.sort_by(|a, b| a.t.total_cmp(&b.t));
+    let mut out: Vec<Target> = Vec::with_capacity(all.len());
+    for t in all {
+        match out.last_mut() {
+            Some(last) if t.t - last.t < 0.5 * frame => {
+                last.score |= t.score;
+                last.hash |= t.hash;
+            }
+            _ => out.push(t),
+        }
+    }
+    out
 }
 
 /// Whether the keyframe index is worth reading (it costs a pass over the packets): only when
@@ -156,6 +196,22 @@ mod tests {
         assert_eq!(choose(&long, &t, Some(&kf)), Strategy::Seek);
         // ... but not with one keyframe at the start.
         assert_eq!(choose(&long, &t, Some(&[0.0])), Strategy::Sequential { skip_nonref: true });
+    }
+
+    #[test]
+    fn scoring_and_hashing_targets_merge_when_a_frame_apart() {
+        let p = clip(90, 30.0);
+        let m = merge(&p, &[0.5, 1.49, 2.9], &[0.0, 1.0, 2.0]);
+        let brief: Vec<(bool, bool)> = m.iter().map(|t| (t.score, t.hash)).collect();
+        assert_eq!(
+            brief,
+            vec![(false, true), (true, false), (false, true), (true, false), (false, true), (true, false)]
+        );
+        assert!((m[2].t - (1.0 - 0.25 / 30.0)).abs() < 1e-9);
+        // 0.99 is within half a frame of the hash frame at 1.0: one target for both.
+        let m = merge(&p, &[0.99], &[1.0]);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].score && m[0].hash);
     }
 
     #[test]

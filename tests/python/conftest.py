@@ -1,4 +1,5 @@
 """Starts the real dfserve binary for the Python (official client) tests."""
+import json
 import os
 import pathlib
 import subprocess
@@ -49,6 +50,27 @@ class Server:
 @pytest.fixture(scope="session")
 def server():
     s = Server()
+    yield s
+    s.stop()
+
+
+ADMIN = "admin-key-for-list-tests-0123456789"
+
+
+def post(server, path, body, key, method="POST"):
+    """A request to `server`'s HTTP port with an API key; the JSON answer."""
+    req = urllib.request.Request(f"http://{server.http}{path}", data=body, method=method,
+                                 headers={"x-api-key": key})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def admin_server(tmp_path_factory):
+    """A server whose key file holds one admin key (`ADMIN`), to change hash lists."""
+    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys.write_text(f"admin:{ADMIN}\n")
+    s = Server("--api-key-file", str(keys))
     yield s
     s.stop()
 

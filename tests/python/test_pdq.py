@@ -85,3 +85,24 @@ def test_files_that_are_not_images_are_named_and_the_run_fails(tmp_path):
     row = json.loads(r.stdout)
     assert row["kind"] == "error" and "decode" in row["error"]
     assert row["sha256"] == hashlib.sha256(b"not an image").hexdigest()
+
+
+def test_kserve_pipeline_reports_matches(admin_server, samples):
+    """The KServe pipeline model's MATCHES output: each image's matches as a JSON array."""
+    import tritonclient.http as th
+
+    from conftest import ADMIN, post
+
+    listed, other = samples / "df" / "df00204.jpg", samples / "real" / "real00240.jpg"
+    out = subprocess.run([str(BIN), "hash", str(listed)], cwd=ROOT, capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout)
+    entry = {"kind": "pdq", "hash": row["pdq"], "id": "known-1", "label": "test"}
+    post(admin_server, "/v1/hashlists/kserve", json.dumps(entry).encode(), ADMIN)
+    client = th.InferenceServerClient(admin_server.http)
+    images = np.array([listed.read_bytes(), other.read_bytes()], dtype=np.object_)
+    inp = th.InferInput("IMAGE", [2], "BYTES")
+    inp.set_data_from_numpy(images, binary_data=True)
+    r = client.infer("dfserve", [inp], headers={"x-api-key": ADMIN})
+    matches = [json.loads(m) for m in r.as_numpy("MATCHES")]
+    assert [[(m["list"], m["id"], m["kind"]) for m in ms] for ms in matches] == [[("kserve", "known-1", "pdq")], []]
+    assert matches[0][0]["distance"] == 0

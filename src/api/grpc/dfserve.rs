@@ -176,6 +176,8 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
             kind: m.kind.as_str().into(),
             distance: m.distance,
             label: m.label.clone().unwrap_or_default(),
+            query_match_pct: m.query_match_pct,
+            list_match_pct: m.list_match_pct,
         })
         .collect();
     match d {

@@ -265,13 +265,20 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
         },
         OutputTensor {
             name: "VERDICT".into(),
-            shape,
+            shape: shape.clone(),
             data: TensorData::Bytes(
                 results.iter().map(|r| Bytes::from_static(r.judgement.verdict.as_str().as_bytes())).collect(),
             ),
         },
+        OutputTensor {
+            name: "MATCHES".into(),
+            shape,
+            data: TensorData::Bytes(
+                results.iter().map(|r| Bytes::from(serde_json::to_vec(&r.matches).unwrap_or_default())).collect(),
+            ),
+        },
     ];
-    // Only when asked (parameter `audit`), so clients that list outputs see the usual four.
+    // Only when asked (parameter `audit`), so clients that list outputs see the usual five.
     outputs.extend(audit);
     Ok(outputs)
 }

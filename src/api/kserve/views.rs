@@ -145,6 +145,8 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
                 TensorMetadata { name: "LABEL".into(), datatype: "BYTES", shape: vec![-1, 1] },
                 TensorMetadata { name: "FACES".into(), datatype: "INT32", shape: vec![-1, 1] },
                 TensorMetadata { name: "VERDICT".into(), datatype: "BYTES", shape: vec![-1, 1] },
+                // Hash-list matches of each image, as a JSON array (`[]` when none).
+                TensorMetadata { name: "MATCHES".into(), datatype: "BYTES", shape: vec![-1, 1] },
             ],
         },
     })
@@ -216,6 +218,7 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
                 tensor("LABEL", DataType::Bytes, None, vec![1]),
                 tensor("FACES", DataType::Int32, None, vec![1]),
                 tensor("VERDICT", DataType::Bytes, None, vec![1]),
+                tensor("MATCHES", DataType::Bytes, None, vec![1]),
             ],
             instance_group: vec![instances],
             dynamic_batching,
