@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::hashlists::cli::{HashesArgs, HashesCommand};
 use clap::{Args, Parser, Subcommand};
 
 use crate::batcher::BatcherConfig;
@@ -129,6 +130,10 @@ pub struct ServeArgs {
     /// ... and this percent of its frames are near one of the upload's (default 0: clips match).
     #[arg(long, env = "DFSERVE_VPDQ_LIST_MATCH", default_value_t = 0.0)]
     pub vpdq_list_match: f32,
+    /// PEM file of C2PA trust anchors (root certificates). Without it, an intact C2PA
+    /// signature reports `valid`, never `trusted`.
+    #[arg(long, env = "DFSERVE_C2PA_TRUST_ANCHORS")]
+    pub c2pa_trust_anchors: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -380,6 +385,9 @@ pub struct ScoreArgs {
     /// thresholds), with no server using it (redb takes one process at a time).
     #[arg(long, conflicts_with = "server")]
     pub hash_lists: Option<PathBuf>,
+    /// PEM file of C2PA trust anchors (as `serve --c2pa-trust-anchors`).
+    #[arg(long, env = "DFSERVE_C2PA_TRUST_ANCHORS", conflicts_with = "server")]
+    pub c2pa_trust_anchors: Option<PathBuf>,
     /// Classifier(s) to run, comma-separated; default: the engine's --default-model.
     #[arg(long = "model", value_delimiter = ',')]
     pub score_models: Vec<String>,
@@ -428,46 +436,6 @@ pub struct ScoreArgs {
     pub audit: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct HashesArgs {
-    /// The server's data directory.
-    #[arg(long, env = "DFSERVE_DATA_DIR", default_value = ".dfserve/data", global = true)]
-    pub data_dir: PathBuf,
-    #[command(subcommand)]
-    pub command: HashesCommand,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum HashesCommand {
-    /// Add the entries of FILE (JSON Lines, or CSV with a kind,hash,id[,label,source] header)
-    /// to a list, creating it if new.
-    Import {
-        #[arg(long)]
-        list: String,
-        file: PathBuf,
-    },
-    /// Every list and its entry counts.
-    List,
-    /// A list's entries as JSON Lines on stdout.
-    Export {
-        #[arg(long)]
-        list: String,
-    },
-    /// Delete a list.
-    Delete {
-        #[arg(long)]
-        list: String,
-    },
-    /// Time PDQ queries against N random hashes held in memory (no database), and report the
-    /// memory they take.
-    Bench {
-        #[arg(long, default_value_t = 1_000_000)]
-        entries: usize,
-        #[arg(long, default_value_t = 200)]
-        queries: usize,
-    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -30,6 +30,7 @@ pub mod hashlists;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
+pub mod provenance;
 pub mod runtime;
 pub mod score;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::config::ServeArgs;
 use crate::core::InferCore;
 use crate::detect::Detector;
 use crate::metrics::Metrics;
+use crate::provenance::{ProvenanceReader, READ_TIMEOUT};
 use crate::video::VideoDecoder;
 
 /// PEM certificate chain and key for `--tls-cert` / `--tls-key`.
@@ -38,7 +39,10 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let dir = args.data_dir.clone();
     let lists = tokio::task::spawn_blocking(move || crate::hashlists::HashLists::open(&dir, rules)).await??;
     tracing::info!(data_dir = %args.data_dir.display(), lists = lists.summaries().len(), "hash lists loaded");
-    let detector = Arc::new(Detector::new(core.clone(), video).with_hashlists(Arc::new(lists)));
+    let provenance = ProvenanceReader::from_file(args.c2pa_trust_anchors.as_deref(), READ_TIMEOUT)?;
+    let detector = Arc::new(
+        Detector::new(core.clone(), video).with_hashlists(Arc::new(lists)).with_provenance(Arc::new(provenance)),
+    );
     let keys = load_keys(args.api_key_file.as_ref())?;
     crate::auth::handle_sighup(keys.clone());
     let tls = load_tls(&args)?;

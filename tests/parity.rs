@@ -145,6 +145,28 @@ fn grpc_as_json(r: &DetectResponse) -> Value {
             j
         })
         .collect();
+    if let Some(c) = &r.c2pa {
+        // Empty strings and lists are the JSON's absent fields.
+        let mut j = json!({ "present": c.present, "generative_ai": c.generative_ai });
+        let text = [
+            ("state", &c.state),
+            ("signed_at", &c.signed_at),
+            ("claim_generator", &c.claim_generator),
+            ("title", &c.title),
+        ];
+        for (k, t) in text.into_iter().filter(|(_, t)| !t.is_empty()) {
+            j[k] = json!(t);
+        }
+        if !c.signer_issuer.is_empty() || !c.signer_common_name.is_empty() {
+            j["signer"] = json!({ "issuer": c.signer_issuer, "common_name": c.signer_common_name });
+        }
+        for (k, l) in [("digital_source_types", &c.digital_source_types), ("errors", &c.errors)] {
+            if !l.is_empty() {
+                j[k] = json!(l);
+            }
+        }
+        v["provenance"] = json!({ "c2pa": j });
+    }
     match &r.video {
         None => v["faces"] = r.faces.iter().map(face).collect(),
         Some(video) => {

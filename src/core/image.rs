@@ -124,6 +124,9 @@ pub struct ImageResult {
     pub faces: Vec<FaceResult>,
     /// Known content this upload matched (hash lists); filled in by the detect layer.
     pub matches: Vec<crate::hashlists::Match>,
+    /// C2PA Content Credentials of the upload; filled in by the detect layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Box<crate::provenance::Provenance>>,
     pub timings: ImageTimings,
     /// The picture's PDQ hash, when asked for (`ImageOptions::pdq`).
     #[serde(skip)]
@@ -289,6 +292,7 @@ impl ImagePipeline {
             judgement,
             faces: per_face,
             matches: Vec::new(),
+            provenance: None,
             timings: t,
             pdq,
         })

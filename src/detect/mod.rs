@@ -21,6 +21,7 @@ use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
 use crate::hashing::{pdq::Pdq, vpdq};
 use crate::hashlists::{HashLists, Match, Probe};
+use crate::provenance::{Provenance, ProvenanceReader};
 use crate::verdict::{Label, Status};
 use crate::video::{Container, Sniffed, VideoDecoder};
 pub use request::{DetectOptions, DetectParams};
@@ -78,16 +79,24 @@ pub struct Detector {
     video: VideoDecoder,
     /// Known-content lists every upload is matched against (none in `dfserve score`).
     hashlists: Option<Arc<HashLists>>,
+    /// Reads C2PA manifests of every upload, beside (never into) the score.
+    provenance: Option<Arc<ProvenanceReader>>,
 }
 
 impl Detector {
     pub fn new(core: Arc<InferCore>, video: VideoDecoder) -> Detector {
-        Detector { core, video, hashlists: None }
+        Detector { core, video, hashlists: None, provenance: None }
     }
 
     /// Matches every upload against `lists` too.
     pub fn with_hashlists(mut self, lists: Arc<HashLists>) -> Detector {
         self.hashlists = Some(lists);
+        self
+    }
+
+    /// Reports every upload's C2PA provenance too.
+    pub fn with_provenance(mut self, reader: Arc<ProvenanceReader>) -> Detector {
+        self.provenance = Some(reader);
         self
     }
 
@@ -109,8 +118,11 @@ impl Detector {
     pub async fn detect(&self, bytes: Bytes, opts: &DetectOptions, deadline: Instant) -> Result<Detection, CoreError> {
         match crate::video::sniff(&bytes) {
             Sniffed::Video(container) => {
-                let mut v = self.detect_video(bytes.clone(), container, opts, deadline).await?;
+                let (v, provenance) =
+                    tokio::join!(self.detect_video(bytes.clone(), container, opts, deadline), self.provenance(&bytes));
+                let mut v = v?;
                 v.matches = self.matches(&bytes, None, std::mem::take(&mut v.vpdq)).await;
+                v.provenance = provenance.map(Box::new);
                 Ok(Detection::Video(v))
             }
             Sniffed::Refused(why) => {
@@ -132,9 +144,11 @@ impl Detector {
         let mut image_opts = opts.image.clone();
         image_opts.pdq = self.hashlists.as_ref().is_some_and(|l| l.wants_pdq());
         let picture = Picture::Encoded(bytes.clone());
-        let mut result = self.admitted(deadline, self.core.score_picture(picture, &image_opts, deadline)).await;
+        let scored = self.admitted(deadline, self.core.score_picture(picture, &image_opts, deadline));
+        let (mut result, provenance) = tokio::join!(scored, self.provenance(&bytes));
         if let Ok(r) = &mut result {
             r.matches = self.matches(&bytes, r.pdq, Vec::new()).await;
+            r.provenance = provenance.map(Box::new);
         }
         // For the pipeline, one image is one inference and one execution.
         let stats = self.core.pipeline_stats();
@@ -145,6 +159,12 @@ impl Detector {
         let word = result.as_ref().map_or("error", |r| r.word());
         self.core.metrics.images.with_label_values(&[word]).inc();
         result
+    }
+
+    /// The upload's C2PA provenance, when this detector reads it.
+    async fn provenance(&self, bytes: &Bytes) -> Option<Provenance> {
+        let reader = self.provenance.as_ref()?;
+        Some(reader.read(bytes.clone()).await)
     }
 
     /// The upload's matches in the hash lists (digests hashed off the async workers).

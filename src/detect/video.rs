@@ -58,6 +58,9 @@ pub struct VideoResult {
     pub judgement: Judgement,
     /// Known content this upload matched (hash lists: vPDQ and exact digests for videos).
     pub matches: Vec<crate::hashlists::Match>,
+    /// C2PA Content Credentials of the upload (MP4 and MOV).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Box<crate::provenance::Provenance>>,
     /// The video's vPDQ, when a hash list needed it (matching only; not reported).
     #[serde(skip)]
     pub vpdq: Vec<vpdq::Feature>,
@@ -191,6 +194,7 @@ pub(super) async fn score_video(
         threshold,
         judgement,
         matches: Vec::new(),
+        provenance: None,
         vpdq: hashes,
         tracks,
         timings: VideoTimings { probe_ms: ms(probe_time), decode_ms, score_ms, total_ms: ms(started.elapsed()) },

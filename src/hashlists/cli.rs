@@ -1,13 +1,54 @@
 //! `dfserve hashes ...`: the hash lists from the command line, on the database itself.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 
 use super::{parse_entries, HashLists};
-use crate::config::{HashesArgs, HashesCommand};
 use crate::hashing::pdq::{within, within_baseline};
+
+#[derive(Debug, Clone, Args)]
+pub struct HashesArgs {
+    /// The server's data directory.
+    #[arg(long, env = "DFSERVE_DATA_DIR", default_value = ".dfserve/data", global = true)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: HashesCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum HashesCommand {
+    /// Add the entries of FILE (JSON Lines, or CSV with a kind,hash,id[,label,source] header)
+    /// to a list, creating it if new.
+    Import {
+        #[arg(long)]
+        list: String,
+        file: PathBuf,
+    },
+    /// Every list and its entry counts.
+    List,
+    /// A list's entries as JSON Lines on stdout.
+    Export {
+        #[arg(long)]
+        list: String,
+    },
+    /// Delete a list.
+    Delete {
+        #[arg(long)]
+        list: String,
+    },
+    /// Time PDQ queries against N random hashes held in memory (no database), and report the
+    /// memory they take.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
+}
 
 pub fn run(args: &HashesArgs) -> anyhow::Result<()> {
     if let HashesCommand::Bench { entries, queries } = &args.command {

@@ -112,6 +112,7 @@ async fn remote(
             verdict_reason: r["verdict_reason"].as_str().map(str::to_string),
             raw_score,
             matches: serde_json::from_value(r["matches"].clone()).unwrap_or_default(),
+            provenance: serde_json::from_value(r["provenance"].clone()).ok(),
             audit: body["results"][0].get("audit").cloned(),
         });
     }
@@ -293,7 +294,9 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || InferCore::load(settings, Arc::new(Metrics::new()))).await??;
             core.warm_up().await?;
             let video = crate::video::VideoDecoder::start(args.engine.video_settings()).await.waiting_for_budget();
-            let mut detector = Detector::new(Arc::new(core), video);
+            let anchors = args.c2pa_trust_anchors.as_deref();
+            let provenance = crate::provenance::ProvenanceReader::from_file(anchors, crate::provenance::READ_TIMEOUT)?;
+            let mut detector = Detector::new(Arc::new(core), video).with_provenance(Arc::new(provenance));
             if let Some(dir) = &args.hash_lists {
                 if !dir.join("hashlists.redb").is_file() {
                     bail!("--hash-lists {}: no hash lists there (hashlists.redb); add some with `dfserve hashes import --data-dir {0} ...`", dir.display());

@@ -17,7 +17,8 @@ pub enum Writer {
 }
 
 /// CSV columns per model, in order.
-const COLUMNS: [&str; 8] = ["score", "label", "status", "faces", "error", "verdict", "raw_score", "matches"];
+const COLUMNS: [&str; 10] =
+    ["score", "label", "status", "faces", "error", "verdict", "raw_score", "matches", "c2pa", "c2pa_source_types"];
 
 fn csv_header(models: &[String]) -> Vec<String> {
     let mut h = vec!["path".to_string(), "truth".to_string()];
@@ -95,6 +96,10 @@ impl Writer {
                     rec.push(o.raw_score.map(|s| s.to_string()).unwrap_or_default());
                     // Matches as a JSON array in one cell; empty when none.
                     rec.push(if o.matches.is_empty() { String::new() } else { serde_json::to_string(&o.matches)? });
+                    // C2PA: the state (empty when there is no manifest) and the declared source types.
+                    let c2pa = o.provenance.as_ref().map(|p| &p.c2pa);
+                    rec.push(c2pa.and_then(|c| c.state.clone()).unwrap_or_default());
+                    rec.push(c2pa.map(|c| c.digital_source_types.join(";")).unwrap_or_default());
                 }
                 w.write_record(rec)?;
                 w.flush()?;
@@ -159,6 +164,7 @@ pub fn read_rows(path: &Path, format: OutputFormat, models: &[String]) -> anyhow
                             verdict_reason: None,
                             raw_score: c(6).parse().ok(),
                             matches: serde_json::from_str(&c(7)).unwrap_or_default(),
+                            provenance: None,
                             audit: None,
                         },
                     );

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::Detection;
 use crate::hashlists::Match;
+use crate::provenance::Provenance;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaceOut {
@@ -42,6 +43,9 @@ pub struct Outcome {
     /// Hash-list matches of the file (`--hash-lists`, or the server's lists with `--server`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<Match>,
+    /// C2PA provenance of the file (reported beside the score, never part of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
     /// With `--audit` (JSON Lines output only): the audit record of this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<serde_json::Value>,
@@ -69,6 +73,7 @@ impl Outcome {
             verdict_reason: None,
             raw_score: None,
             matches: vec![],
+            provenance: None,
             audit: None,
         }
     }
@@ -80,9 +85,9 @@ impl Outcome {
     pub fn from_detection(d: Detection) -> Outcome {
         let (status, score, label) = (d.status().as_str().into(), d.score(), d.label().map(|l| l.as_str().into()));
         let judgement = d.judgement();
-        let matches = match &d {
-            Detection::Image(r) => r.matches.clone(),
-            Detection::Video(v) => v.matches.clone(),
+        let (matches, provenance) = match &d {
+            Detection::Image(r) => (r.matches.clone(), r.provenance.as_deref().cloned()),
+            Detection::Video(v) => (v.matches.clone(), v.provenance.as_deref().cloned()),
         };
         let (face_count, faces) = match d {
             Detection::Image(r) => (
@@ -106,6 +111,7 @@ impl Outcome {
             verdict_reason: judgement.reason.map(|r| r.as_str().into()),
             raw_score,
             matches,
+            provenance,
             audit: None,
         }
     }

@@ -105,7 +105,7 @@ def test_csv_and_several_models(dataset, tmp_path):
     out = tmp_path / "out.csv"
     r = score(dataset, "--mode", "whole", "--model", "meso4_df,mesoinception4_df", "--labels", "dirs", "--output", out)
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("path,truth,meso4_df.score,meso4_df.label,meso4_df.status,meso4_df.faces,meso4_df.error,meso4_df.verdict,meso4_df.raw_score,meso4_df.matches,mesoinception4_df.score")
+    assert lines[0].startswith("path,truth,meso4_df.score,meso4_df.label,meso4_df.status,meso4_df.faces,meso4_df.error,meso4_df.verdict,meso4_df.raw_score,meso4_df.matches,meso4_df.c2pa,meso4_df.c2pa_source_types,mesoinception4_df.score")
     assert len(lines) == 51
     assert "== meso4_df" in r.stdout and "== mesoinception4_df" in r.stdout
 

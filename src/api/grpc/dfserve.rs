@@ -150,6 +150,22 @@ fn video_fields(v: VideoResult, resp: &mut pb::DetectResponse) {
     });
 }
 
+fn c2pa(c: &crate::provenance::C2pa) -> pb::C2pa {
+    let signer = c.signer.clone().unwrap_or_default();
+    pb::C2pa {
+        present: c.present,
+        state: c.state.clone().unwrap_or_default(),
+        signer_issuer: signer.issuer.unwrap_or_default(),
+        signer_common_name: signer.common_name.unwrap_or_default(),
+        signed_at: c.signed_at.clone().unwrap_or_default(),
+        claim_generator: c.claim_generator.clone().unwrap_or_default(),
+        title: c.title.clone().unwrap_or_default(),
+        digital_source_types: c.digital_source_types.clone(),
+        generative_ai: c.generative_ai,
+        errors: c.errors.clone(),
+    }
+}
+
 fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectResponse {
     let (model, version) = opts.model();
     let mut resp = pb::DetectResponse {
@@ -164,10 +180,11 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
         mode: opts.image.mode.as_str().into(),
         ..Default::default()
     };
-    let matches = match &d {
-        Detection::Image(r) => &r.matches,
-        Detection::Video(v) => &v.matches,
+    let (matches, provenance) = match &d {
+        Detection::Image(r) => (&r.matches, &r.provenance),
+        Detection::Video(v) => (&v.matches, &v.provenance),
     };
+    resp.c2pa = provenance.as_ref().map(|p| c2pa(&p.c2pa));
     resp.matches = matches
         .iter()
         .map(|m| pb::Match {

@@ -271,6 +271,21 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
             ),
         },
         OutputTensor {
+            name: "PROVENANCE".into(),
+            shape: shape.clone(),
+            data: TensorData::Bytes(
+                results
+                    .iter()
+                    .map(|r| {
+                        Bytes::from(
+                            serde_json::to_vec(&r.provenance.as_deref().cloned().unwrap_or_default())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            ),
+        },
+        OutputTensor {
             name: "MATCHES".into(),
             shape,
             data: TensorData::Bytes(
@@ -278,7 +293,7 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
             ),
         },
     ];
-    // Only when asked (parameter `audit`), so clients that list outputs see the usual five.
+    // Only when asked (parameter `audit`), so clients that list outputs see the usual six.
     outputs.extend(audit);
     Ok(outputs)
 }

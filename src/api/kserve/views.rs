@@ -147,6 +147,8 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
                 TensorMetadata { name: "VERDICT".into(), datatype: "BYTES", shape: vec![-1, 1] },
                 // Hash-list matches of each image, as a JSON array (`[]` when none).
                 TensorMetadata { name: "MATCHES".into(), datatype: "BYTES", shape: vec![-1, 1] },
+                // C2PA provenance of each image, as JSON (`{"c2pa": {...}}`).
+                TensorMetadata { name: "PROVENANCE".into(), datatype: "BYTES", shape: vec![-1, 1] },
             ],
         },
     })
@@ -219,6 +221,7 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
                 tensor("FACES", DataType::Int32, None, vec![1]),
                 tensor("VERDICT", DataType::Bytes, None, vec![1]),
                 tensor("MATCHES", DataType::Bytes, None, vec![1]),
+                tensor("PROVENANCE", DataType::Bytes, None, vec![1]),
             ],
             instance_group: vec![instances],
             dynamic_batching,
