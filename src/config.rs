@@ -381,6 +381,15 @@ pub struct ScoreArgs {
     /// Score against a running dfserve (e.g. http://gpu-box:8000) instead of in-process.
     #[arg(long)]
     pub server: Option<String>,
+    /// API key sent to --server (`x-api-key`).
+    #[arg(long, env = "DFSERVE_API_KEY", hide_env_values = true, requires = "server")]
+    pub api_key: Option<String>,
+    /// File holding the API key for --server (first line), kept out of the process list.
+    #[arg(long, requires = "server", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+    /// Give up on one --server request after this long (then the file's row records the error).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub server_timeout: Duration,
     /// Also match every file against the hash lists in this data directory (Meta's default
     /// thresholds), with no server using it (redb takes one process at a time).
     #[arg(long, conflicts_with = "server")]

@@ -8,6 +8,7 @@
 //! flat steps tie scores that ranked apart before. The fit uses Platt's smoothed targets
 //! (`(N+ + 1) / (N+ + 2)` and `1 / (N- + 2)`), so a separable set still gives finite values.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -147,21 +148,24 @@ pub fn fit(model: &str, samples: &[(f32, bool)], fitted_on: &str) -> anyhow::Res
     Ok(Fit { model: model.into(), fakes, reals, before: quality(samples), after: quality(&after), calibration })
 }
 
-pub fn print(fit: &Fit) {
+pub fn print(out: &mut dyn Write, fit: &Fit) -> std::io::Result<()> {
     let c = &fit.calibration;
-    println!("== calibration of {} on {} fakes and {} reals", fit.model, fit.fakes, fit.reals);
-    println!("   Platt: p = sigmoid({:.6} * logit(score) + {:.6})", c.a, c.b);
-    println!(
+    writeln!(out, "== calibration of {} on {} fakes and {} reals", fit.model, fit.fakes, fit.reals)?;
+    writeln!(out, "   Platt: p = sigmoid({:.6} * logit(score) + {:.6})", c.a, c.b)?;
+    writeln!(
+        out,
         "   Brier {:.4} -> {:.4}   ECE {:.4} -> {:.4}",
         fit.before.brier, fit.after.brier, fit.before.ece, fit.after.ece
-    );
-    println!("   reliability (after): bin, count, mean predicted, fraction fake");
+    )?;
+    writeln!(out, "   reliability (after): bin, count, mean predicted, fraction fake")?;
     for b in &fit.after.bins {
-        println!(
+        writeln!(
+            out,
             "     [{:.1}, {:.1}]  {:>6}  {:.3}  {:.3}",
             b.lower, b.upper, b.count, b.mean_predicted, b.fraction_fake
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Writes the calibration into the config of its model (or ensemble) in `model_dir`.

@@ -63,6 +63,40 @@ impl Scorer {
     }
 }
 
+/// The HTTP client for `--server`: its API key on every request, and a timeout per request.
+fn server_client(args: &ScoreArgs) -> anyhow::Result<reqwest::Client> {
+    let key = match (&args.api_key, &args.api_key_file) {
+        (Some(k), _) => Some(k.trim().to_string()),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading --api-key-file {}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().trim().to_string()).filter(|k| !k.is_empty())
+        }
+        (None, None) => None,
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(k) = key {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&k).context("the API key has characters a header cannot carry")?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers).timeout(args.server_timeout).build()?)
+}
+
+/// Fails the run at once, saying what to do, when the server cannot be reached or refuses the
+/// key, rather than recording the same error on every row.
+async fn check_server(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/models", base.trim_end_matches('/'));
+    let resp = client.get(&url).send().await.with_context(|| format!("cannot reach the server at {base}"))?;
+    match resp.status().as_u16() {
+        401 => bail!("{base} wants an API key: pass --api-key KEY or --api-key-file FILE (or set DFSERVE_API_KEY)"),
+        403 => bail!("{base} refused this API key (403)"),
+        s if !(200..300).contains(&s) => bail!("{url} answered {s}; is --server the address of a dfserve?"),
+        _ => Ok(()),
+    }
+}
+
 async fn remote(
     client: &reqwest::Client,
     base: &str,
@@ -283,7 +317,11 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     }
 
     let scorer = match &args.server {
-        Some(base) => Scorer::Remote { client: reqwest::Client::new(), base: base.clone() },
+        Some(base) => {
+            let client = server_client(&args)?;
+            check_server(&client, base).await?;
+            Scorer::Remote { client, base: base.clone() }
+        }
         None => {
             let mut settings = args.engine.core_settings();
             settings.default_model = models[0].clone();
@@ -376,10 +414,14 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
         let all: Vec<Row> = previous.into_iter().chain(scored).collect();
         let thresholds = model_thresholds(scorer, &models, args.threshold, &args.engine.runtime.model_dir);
         let summaries = report::summarize(&all, &models, &thresholds);
-        report::print(&summaries);
+        // The summary goes where the rows do not: stderr when rows go to stdout, so that
+        // `dfserve score ... | jq` reads rows only.
+        let mut out: Box<dyn std::io::Write> =
+            if args.output.is_none() { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+        report::print(&mut out, &summaries)?;
         if args.by_folder {
             for m in &models {
-                report::print_folders(m, &report::by_folder(&all, m, thresholds[m]));
+                report::print_folders(&mut out, m, &report::by_folder(&all, m, thresholds[m]))?;
             }
         }
         let mut fits = Vec::new();
@@ -387,7 +429,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let source = args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
             for m in &models {
                 let fit = calibrate::fit(m, &report::uncalibrated_samples(&all, m), &source)?;
-                calibrate::print(&fit);
+                calibrate::print(&mut out, &fit)?;
                 let path = calibrate::write(&args.engine.runtime.model_dir, &fit)?;
                 eprintln!(
                     "dfserve score: calibration of '{m}' written to {} (restart the server to use it)",
@@ -417,7 +459,7 @@ pub fn calibrate_file(args: &crate::config::CalibrateArgs) -> anyhow::Result<()>
     if args.json {
         println!("{}", serde_json::to_string_pretty(&fit)?);
     } else {
-        calibrate::print(&fit);
+        calibrate::print(&mut std::io::stdout(), &fit)?;
     }
     if args.write {
         let path = calibrate::write(&args.model_dir, &fit)?;

@@ -2,6 +2,7 @@
 //! ROC curve and per-class score histograms (PNG) for each model.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -73,32 +74,39 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into())
 }
 
-pub fn print(summaries: &[ModelSummary]) {
+pub fn print(out: &mut dyn Write, summaries: &[ModelSummary]) -> std::io::Result<()> {
     for m in summaries {
         let s = &m.summary;
         let c = s.confusion;
-        println!("== {} (threshold {})", m.model, s.threshold);
-        println!(
+        writeln!(out, "== {} (threshold {})", m.model, s.threshold)?;
+        writeln!(
+            out,
             "   images: {} scored ({} fake, {} real), {} unscored (no face or error)",
             s.count, s.fake, s.real, m.unscored
-        );
-        println!("   not applicable (no face, or faces too small to judge): {}", m.not_applicable);
+        )?;
+        writeln!(out, "   not applicable (no face, or faces too small to judge): {}", m.not_applicable)?;
         for (truth, counts) in &m.verdicts {
             let list: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
-            println!("   verdicts on {truth}: {}", list.join(", "));
+            writeln!(out, "   verdicts on {truth}: {}", list.join(", "))?;
         }
-        println!("   accuracy {:.4}  precision {:.4}  recall {:.4}  F1 {:.4}", s.accuracy, s.precision, s.recall, s.f1);
-        println!(
+        writeln!(
+            out,
+            "   accuracy {:.4}  precision {:.4}  recall {:.4}  F1 {:.4}",
+            s.accuracy, s.precision, s.recall, s.f1
+        )?;
+        writeln!(
+            out,
             "   ROC-AUC {}  average precision {}  EER {} at threshold {}",
             opt(s.roc_auc),
             opt(s.average_precision),
             opt(s.eer),
             s.eer_threshold.map(|t| format!("{t:.4}")).unwrap_or_else(|| "n/a".into())
-        );
-        println!("   confusion (rows: truth, cols: predicted)   pred fake  pred real");
-        println!("                                   fake     {:>9}  {:>9}", c.tp, c.fn_);
-        println!("                                   real     {:>9}  {:>9}", c.fp, c.tn);
+        )?;
+        writeln!(out, "   confusion (rows: truth, cols: predicted)   pred fake  pred real")?;
+        writeln!(out, "                                   fake     {:>9}  {:>9}", c.tp, c.fn_)?;
+        writeln!(out, "                                   real     {:>9}  {:>9}", c.fp, c.tn)?;
     }
+    Ok(())
 }
 
 /// `(uncalibrated score, is_fake)` of one model's labelled, scored rows that are not
@@ -156,13 +164,18 @@ pub fn by_folder(rows: &[Row], model: &str, threshold: f32) -> Vec<FolderSummary
         .collect()
 }
 
-pub fn print_folders(model: &str, folders: &[FolderSummary]) {
-    println!("== {model} by folder (a folder of fakes is measured against all reals)");
-    println!("   {:<28} {:>6} {:>6} {:>9} {:>9} {:>9}", "folder", "fakes", "reals", "ROC-AUC", "accuracy", "flagged");
+pub fn print_folders(out: &mut dyn Write, model: &str, folders: &[FolderSummary]) -> std::io::Result<()> {
+    writeln!(out, "== {model} by folder (a folder of fakes is measured against all reals)")?;
+    writeln!(
+        out,
+        "   {:<28} {:>6} {:>6} {:>9} {:>9} {:>9}",
+        "folder", "fakes", "reals", "ROC-AUC", "accuracy", "flagged"
+    )?;
     for f in folders {
         let c = f.summary.confusion;
         let flagged = if f.fakes > 0 { c.tp } else { c.fp };
-        println!(
+        writeln!(
+            out,
             "   {:<28} {:>6} {:>6} {:>9} {:>9.4} {:>9}",
             f.folder,
             f.fakes,
@@ -170,8 +183,9 @@ pub fn print_folders(model: &str, folders: &[FolderSummary]) {
             opt(f.summary.roc_auc),
             f.summary.accuracy,
             flagged
-        );
+        )?;
     }
+    Ok(())
 }
 
 pub fn write(

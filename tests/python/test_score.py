@@ -147,3 +147,24 @@ def test_videos_are_scored_too(tmp_path, samples):
     assert got["fake.mp4"]["status"] == "ok" and got["fake.mp4"]["face_count"] == 1, got
     assert got["fake.mp4"]["label"] == "manipulated"
     assert got["still.jpg"]["label"] == "authentic"
+
+
+def test_server_runs_send_the_api_key_and_stdout_carries_rows_only(dataset, tmp_path, admin_server):
+    from conftest import ADMIN
+
+    url = f"http://{admin_server.http}"
+    # No key: the run stops at once and says how to give one.
+    r = score(dataset / "real", "--mode", "whole", "--server", url, check=False)
+    assert r.returncode != 0 and "--api-key" in r.stderr, r.stderr
+    key_file = tmp_path / "key"
+    key_file.write_text(ADMIN + "\n")
+    # Rows to stdout (no --output): every stdout line is a JSON row; the summary is on stderr.
+    r = score(dataset, "--mode", "whole", "--labels", "dirs", "--server", url, "--api-key-file", key_file)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 50 and all(json.loads(l)["path"] for l in lines)
+    assert "== meso4_df" in r.stderr and "ROC-AUC" in r.stderr
+    # With --output, the summary is the only thing on stdout.
+    out = tmp_path / "rows.jsonl"
+    r = score(dataset, "--mode", "whole", "--labels", "dirs", "--server", url, "--api-key", ADMIN,
+              "--output", out)
+    assert r.stdout.startswith("== meso4_df") and len(rows(out)) == 50
