@@ -47,11 +47,12 @@ pub enum Command {
 /// Where ONNX Runtime and the models are, and how sessions run.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
-    /// Path to libonnxruntime.so (scripts/setup.sh puts it in .dfserve/lib).
-    #[arg(long, env = "DFSERVE_ORT_LIB", default_value = ".dfserve/lib/libonnxruntime.so.1.31.1")]
+    /// Path to libonnxruntime.so; default: ORT_DYLIB_PATH, else found beside the binary or
+    /// under DFSERVE_HOME (see `layout`).
+    #[arg(long, env = "DFSERVE_ORT_LIB", default_value_os_t = crate::layout::ort_lib())]
     pub ort_lib: PathBuf,
-    /// Directory of model configs (*.toml) and their ONNX files.
-    #[arg(long, env = "DFSERVE_MODEL_DIR", default_value = "models")]
+    /// Directory of model configs (*.toml) and their ONNX files (default: see `layout`).
+    #[arg(long, env = "DFSERVE_MODEL_DIR", default_value_os_t = crate::layout::model_dir())]
     pub model_dir: PathBuf,
     /// Execution provider: cpu, cuda[:N] or tensorrt[:N] (GPU ones need the matching cargo feature).
     #[arg(long, env = "DFSERVE_DEVICE", default_value = "cpu")]
@@ -113,7 +114,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DFSERVE_BODY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
     /// Where state that must last lives: the hash lists (`hashlists.redb`).
-    #[arg(long, env = "DFSERVE_DATA_DIR", default_value = ".dfserve/data")]
+    #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir())]
     pub data_dir: PathBuf,
     /// A PDQ hash matches a list entry at this Hamming distance or less (of 256 bits; Meta's
     /// suggested threshold is 31).
@@ -469,7 +470,7 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub write: bool,
     /// Directory of model configs.
-    #[arg(long, env = "DFSERVE_MODEL_DIR", default_value = "models")]
+    #[arg(long, env = "DFSERVE_MODEL_DIR", default_value_os_t = crate::layout::model_dir())]
     pub model_dir: PathBuf,
     /// Print the fit as JSON instead of a table.
     #[arg(long)]

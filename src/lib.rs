@@ -27,6 +27,7 @@ pub mod detect;
 pub mod error;
 pub mod hashing;
 pub mod hashlists;
+pub mod layout;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;

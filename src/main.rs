@@ -12,6 +12,15 @@ fn main() -> std::process::ExitCode {
     // The server logs its lifecycle; the CLI tools only speak up about problems.
     let default_filter = if matches!(cli.command, Command::Serve(_)) { "info,ort=warn" } else { "warn" };
     init_tracing(json_logs, default_filter);
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A CLI piped into `head` should end quietly when the pipe closes, as other tools do,
+        // not panic on the failed print (Rust ignores SIGPIPE by default). Sockets are
+        // unaffected: they write with MSG_NOSIGNAL.
+        // SAFETY: setting a signal's disposition to its default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Serve(args) => block_on(dfserve::server::run(args, dfserve::server::shutdown_signal())),
         Command::Score(args) => block_on(dfserve::score::run(args)),

@@ -13,7 +13,7 @@ use crate::hashing::pdq::{within, within_baseline};
 #[derive(Debug, Clone, Args)]
 pub struct HashesArgs {
     /// The server's data directory.
-    #[arg(long, env = "DFSERVE_DATA_DIR", default_value = ".dfserve/data", global = true)]
+    #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir(), global = true)]
     pub data_dir: PathBuf,
     #[command(subcommand)]
     pub command: HashesCommand,

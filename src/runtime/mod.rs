@@ -84,7 +84,7 @@ pub struct SessionOptions {
 pub fn init_environment(lib: &Path) -> anyhow::Result<ort::environment::Environment> {
     if !lib.is_file() {
         bail!(
-            "ONNX Runtime library not found at {}; run scripts/setup.sh or point --ort-lib / DFSERVE_ORT_LIB at libonnxruntime.so.1.31.1",
+            "ONNX Runtime library not found at {}; run scripts/setup.sh (a checkout) or scripts/install.sh PREFIX, set DFSERVE_HOME to the install prefix, or point --ort-lib / DFSERVE_ORT_LIB / ORT_DYLIB_PATH at libonnxruntime.so.1.31.1",
             lib.display()
         );
     }
