@@ -11,6 +11,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== module structure (no import cycles, no file over 500 lines)"
 python3 scripts/check_modules.py
+echo "== hadolint: the Dockerfiles"
+.venv/bin/hadolint Dockerfile docker/Dockerfile.cuda
 echo "== cargo clippy"
 cargo clippy --release --locked --all-targets -- -D warnings
 echo "== cargo test"

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::hashlists::cli::{HashesArgs, HashesCommand};
+pub use crate::healthcheck::HealthArgs;
 use clap::{Args, Parser, Subcommand};
 
 use crate::batcher::BatcherConfig;
@@ -26,6 +27,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check and list the model configs (and files) in the model directory.
     Models(RuntimeArgs),
+    /// Ask the local server whether it is ready (exit 0) or not (container health checks).
+    Health(HealthArgs),
     /// Score files and folders of images in-process (or against a server), optionally with
     /// labels for evaluation.
     Score(ScoreArgs),

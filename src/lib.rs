@@ -27,6 +27,7 @@ pub mod detect;
 pub mod error;
 pub mod hashing;
 pub mod hashlists;
+pub mod healthcheck;
 pub mod layout;
 pub mod metrics;
 pub mod models;

@@ -21,6 +21,18 @@ async fn https_and_grpc_over_tls() {
     let (status, body) = s.detect("?mode=whole", sample("mesonet/df/df00204.jpg")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["label"], "manipulated");
+    // `dfserve health` (the image's health check) speaks TLS when DFSERVE_TLS_CERT is set.
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let health = |tls: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dfserve"));
+        cmd.args(["health", "--http-port", &port]).env_remove("DFSERVE_TLS_CERT");
+        if tls {
+            cmd.env("DFSERVE_TLS_CERT", &c);
+        }
+        cmd.output().unwrap()
+    };
+    assert!(health(true).status.success(), "{}", String::from_utf8_lossy(&health(true).stderr));
+    assert!(!health(false).status.success());
     // Plain HTTP to the TLS port is not served.
     let plain = s.base.replace("https://localhost", "http://127.0.0.1");
     let r = reqwest::Client::new().get(format!("{plain}/health/live")).send().await;
