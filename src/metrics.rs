@@ -128,6 +128,12 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...: what
+        // capacity planning and leak hunting start from.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("metric names are unique");
         Metrics {
             registry,
             requests,

@@ -245,6 +245,10 @@ async fn models_health_and_metrics_endpoints() {
         "dfserve_faces_detected_total 1",
         "dfserve_stage_duration_seconds_count{stage=\"decode\"} 1",
         "dfserve_model_info{",
+        // The process collector.
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
     }
