@@ -45,6 +45,7 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
     Router::new()
         .route("/v1/detect", post(v1::detect))
         .route("/v1/models", get(v1::models))
+        .route("/v1/openapi.json", get(v1::openapi))
         .route("/v1/hashlists", get(hashlists::summaries))
         .route("/v1/hashlists/{list}", get(hashlists::export).post(hashlists::import).delete(hashlists::delete_list))
         .route("/v1/hashlists/{list}/entries/{id}", axum::routing::delete(hashlists::delete_entry))
@@ -85,13 +86,15 @@ async fn not_found(req: Request) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": msg, "code": "not_found" }))).into_response()
 }
 
-/// With API keys on, every route but the health probes (and, if public, /metrics) needs one.
+/// With API keys on, every route but the health probes and the API description (and, if
+/// public, /metrics) needs one.
 /// The matching key's id travels back on the response for the access log.
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(keys) = &state.keys else { return next.run(req).await };
     let path = req.uri().path();
-    let open = matches!(path, "/health/live" | "/health/ready" | "/v2/health/live" | "/v2/health/ready")
-        || (state.public_metrics && path == "/metrics");
+    let open =
+        matches!(path, "/health/live" | "/health/ready" | "/v2/health/live" | "/v2/health/ready" | "/v1/openapi.json")
+            || (state.public_metrics && path == "/metrics");
     if open {
         return next.run(req).await;
     }
