@@ -53,6 +53,8 @@ struct Entry {
     enqueued: Instant,
     deadline: Instant,
     reply: oneshot::Sender<Result<EntryOutput, CoreError>>,
+    /// Open from enqueueing until a worker takes the entry: the trace's `queue_wait`.
+    queue_span: tracing::Span,
 }
 
 /// Handle to one model's queue. Cheap to clone; workers stop once every handle is dropped.
@@ -141,7 +143,8 @@ impl Batcher {
         }
         let (reply, rx) = oneshot::channel();
         let enqueued = Instant::now();
-        let entry = Entry { input, enqueued, deadline, reply };
+        let queue_span = tracing::info_span!("queue_wait", model = %self.model);
+        let entry = Entry { input, enqueued, deadline, reply, queue_span };
         match self.tx.try_send(entry) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(CoreError::QueueFull(self.model.to_string())),
@@ -215,8 +218,11 @@ impl<B: Backend> Worker<B> {
         Some(())
     }
 
-    fn run_batch(&mut self, live: Vec<Entry>, input: &mut Vec<f32>) {
+    fn run_batch(&mut self, mut live: Vec<Entry>, input: &mut Vec<f32>) {
         let n = live.len();
+        for e in &mut live {
+            e.queue_span = tracing::Span::none();
+        }
         // A batch of one runs straight from the entry's own row. Larger batches need one
         // contiguous tensor, so their rows are copied into the worker's reused buffer.
         let input: &[f32] = if n == 1 {

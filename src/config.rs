@@ -138,6 +138,9 @@ pub struct ServeArgs {
     /// signature reports `valid`, never `trusted`.
     #[arg(long, env = "DFSERVE_C2PA_TRUST_ANCHORS")]
     pub c2pa_trust_anchors: Option<PathBuf>,
+    /// Send OpenTelemetry traces to this OTLP/HTTP collector (e.g. http://otel-collector:4318).
+    #[arg(long, env = "DFSERVE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Log format.
     #[arg(long, env = "DFSERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

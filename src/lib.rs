@@ -37,5 +37,6 @@ pub mod runtime;
 pub mod score;
 pub mod server;
 pub mod stats;
+pub mod telemetry;
 pub mod verdict;
 pub mod video;

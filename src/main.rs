@@ -2,7 +2,6 @@
 //! to the module that implements it.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use dfserve::config::{Cli, Command, LogFormat};
 
@@ -11,7 +10,17 @@ fn main() -> std::process::ExitCode {
     let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
     // The server logs its lifecycle; the CLI tools only speak up about problems.
     let default_filter = if matches!(cli.command, Command::Serve(_)) { "info,ort=warn" } else { "warn" };
-    init_tracing(json_logs, default_filter);
+    let otlp = match &cli.command {
+        Command::Serve(a) => a.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let _telemetry = match dfserve::telemetry::init(json_logs, default_filter, otlp.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("dfserve: error: setting up tracing: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     if !matches!(cli.command, Command::Serve(_)) {
         // A CLI piped into `head` should end quietly when the pipe closes, as other tools do,
         // not panic on the failed print (Rust ignores SIGPIPE by default). Sockets are
@@ -43,14 +52,4 @@ fn main() -> std::process::ExitCode {
 
 fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(work)
-}
-
-fn init_tracing(json: bool, default_filter: &str) {
-    let filter = EnvFilter::try_from_env("DFSERVE_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use bytes::Bytes;
 use image::RgbImage;
@@ -215,6 +216,7 @@ impl ImagePipeline {
             });
             Ok::<_, CoreError>((img, row, permit, pdq))
         })
+        .instrument(tracing::info_span!("decode"))
         .await?;
         t.decode_ms = ms(started.elapsed());
         let (width, height) = img.dimensions();
@@ -226,7 +228,8 @@ impl ImagePipeline {
             }
             Mode::Faces => {
                 let t0 = Instant::now();
-                let det = self.detector.model.batcher.infer(first_row, deadline).await?;
+                let detect = self.detector.model.batcher.infer(first_row, deadline);
+                let det = detect.instrument(tracing::info_span!("detect")).await?;
                 let t1 = Instant::now();
                 let boxes = self.detector.faces(&det, width, height);
                 let decoded = t1.elapsed();
@@ -244,6 +247,7 @@ impl ImagePipeline {
                     metrics.stage_seconds.with_label_values(&["crop"]).observe(t0.elapsed().as_secs_f64());
                     Ok::<_, CoreError>(crops)
                 })
+                .instrument(tracing::info_span!("crop"))
                 .await?;
                 t.crop_ms = ms(t2.elapsed());
                 crops
@@ -253,6 +257,7 @@ impl ImagePipeline {
         // Every face is its own batch entry, so faces of this and other requests batch together.
         let t3 = Instant::now();
         let classifier = &opts.classifier;
+        let faces_n = faces.len();
         let futures = faces
             .into_iter()
             .map(|(face, row)| async move { Ok::<_, CoreError>((face, classifier.score(row, deadline).await?)) });
@@ -261,7 +266,8 @@ impl ImagePipeline {
             Mode::Whole => Reason::ImageTooSmall,
         };
         let mut per_face = Vec::new();
-        for r in futures::future::join_all(futures).await {
+        let classify = tracing::info_span!("classify", faces = faces_n);
+        for r in futures::future::join_all(futures).instrument(classify).await {
             let (face, scored) = r?;
             let longer_side = (face.x2 - face.x1).max(face.y2 - face.y1);
             let judgement = Judgement::face(scored.score, longer_side, self.min_face_size, small, &classifier.bands);

@@ -129,15 +129,20 @@ where
             started: Instant::now(),
             done: false,
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if let Ok(v) = HeaderValue::from_str(&recorder.request_id) {
-                resp.headers_mut().insert("x-request-id", v);
-            }
-            recorder.record_from(resp.headers());
-            Ok(resp.map(|inner| MetricsBody { inner, recorder }))
-        })
+        // One span per call, the parent of the pipeline's (decode, detect, classify, queue_wait).
+        let span = tracing::info_span!("request", method = %recorder.method, request_id = %recorder.request_id);
+        let fut = span.in_scope(|| self.inner.call(req));
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let mut resp = fut.await?;
+                if let Ok(v) = HeaderValue::from_str(&recorder.request_id) {
+                    resp.headers_mut().insert("x-request-id", v);
+                }
+                recorder.record_from(resp.headers());
+                Ok(resp.map(|inner| MetricsBody { inner, recorder }))
+            },
+            span,
+        ))
     }
 }
 
