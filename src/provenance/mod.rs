@@ -132,12 +132,17 @@ impl ProvenanceReader {
     /// The upload's provenance, off the async workers and within the time limit.
     pub async fn read(&self, bytes: bytes::Bytes) -> Provenance {
         let Some(format) = format_of(&bytes) else { return Provenance::default() };
-        let Ok(permit) = self.permits.clone().acquire_owned().await else { return Provenance::default() };
-        let context = self.context.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            read_manifest(&context, format, &bytes)
-        });
+        let (permits, context) = (self.permits.clone(), self.context.clone());
+        // The time limit covers waiting for a slot too: slow reads elsewhere cannot hold this
+        // request up for longer.
+        let work = async move {
+            let permit = permits.acquire_owned().await.expect("the semaphore is never closed");
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                read_manifest(&context, format, &bytes)
+            })
+            .await
+        };
         let c2pa = match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(c2pa)) => c2pa,
             Ok(Err(e)) => {
