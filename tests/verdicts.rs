@@ -138,8 +138,11 @@ async fn the_cli_gives_what_the_server_gives() {
         assert_eq!(o["verdict"], r["verdict"]);
         assert_eq!(o["label"], r["label"]);
     }
-    assert!(stdout.contains("by folder"), "{stdout}");
-    assert!(stdout.contains("not applicable"), "{stdout}");
+    // Rows on stdout, so the summary goes to stderr.
+    assert!(stdout.lines().all(|l| l.starts_with('{')), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("by folder"), "{stderr}");
+    assert!(stderr.contains("not applicable"), "{stderr}");
 }
 
 #[tokio::test]
