@@ -18,7 +18,7 @@ use super::request::DetectOptions;
 use crate::core::image::ms;
 use crate::core::{ImageResult, InferCore, Picture};
 use crate::error::CoreError;
-use crate::hashing::{pdq, vpdq};
+use crate::hashing::{frame_feature, vpdq};
 use crate::verdict::{self, Judgement, Label, Reason, Status};
 use crate::video::{track, Aggregation, Container, VideoDecoder};
 
@@ -110,23 +110,25 @@ pub(super) async fn score_video(
         let (core, image_opts) = (core.clone(), opts.image.clone());
         tasks.spawn(async move {
             let image = Arc::new(frame.image);
-            let hashed = if frame.hash {
-                let image = image.clone();
-                let pdq = tokio::task::spawn_blocking(move || pdq::pdq(&image))
-                    .await
-                    .map_err(|e| CoreError::Inference(format!("frame hashing task failed: {e}")))?;
-                Some(vpdq::Feature { pdq, time_s: frame.time_s })
-            } else {
-                None
+            // A frame sampled for both is hashed while it is scored.
+            let hashed = async {
+                match frame.hash {
+                    true => frame_feature(image.clone(), frame.time_s).await.map(Some),
+                    false => Ok(None),
+                }
             };
-            let scored = if frame.score {
-                let r = core.score_picture(Picture::Decoded(image), &image_opts, deadline).await?;
-                Some((frame.index, frame.time_s, r))
-            } else {
-                None
+            let scored = async {
+                match frame.score {
+                    true => core
+                        .score_picture(Picture::Decoded(image.clone()), &image_opts, deadline)
+                        .await
+                        .map(|r| Some((frame.index, frame.time_s, r))),
+                    false => Ok(None),
+                }
             };
+            let (hashed, scored) = tokio::join!(hashed, scored);
             drop(slot);
-            Ok(Sampled { scored, hashed })
+            Ok(Sampled { scored: scored?, hashed: hashed? })
         });
         // A frame that failed (overload, deadline) fails the video now, not after decoding.
         while let Some(done) = tasks.try_join_next() {

@@ -7,7 +7,10 @@
 pub mod pdq;
 pub mod vpdq;
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use image::RgbImage;
 
 use md5::Md5;
 use serde::Serialize;
@@ -57,6 +60,14 @@ pub fn hash_bytes(path: String, bytes: &[u8], max_pixels: u64) -> FileHashes {
     }
 }
 
+/// One sampled frame's vPDQ feature, hashed off the async workers.
+pub async fn frame_feature(image: Arc<RgbImage>, time_s: f64) -> Result<vpdq::Feature, CoreError> {
+    let pdq = tokio::task::spawn_blocking(move || pdq::pdq(&image))
+        .await
+        .map_err(|e| CoreError::Inference(format!("frame hashing task failed: {e}")))?;
+    Ok(vpdq::Feature { pdq, time_s })
+}
+
 /// A video's vPDQ, decoded by the same confined FFmpeg and sampler as uploads.
 pub async fn video_vpdq(
     decoder: &VideoDecoder,
@@ -68,11 +79,7 @@ pub async fn video_vpdq(
     let mut out = Vec::new();
     while let Some(frame) = video.next_frame().await? {
         if frame.hash {
-            let image = frame.image;
-            let pdq = tokio::task::spawn_blocking(move || pdq::pdq(&image))
-                .await
-                .map_err(|e| CoreError::Inference(format!("hashing a frame: {e}")))?;
-            out.push(vpdq::Feature { pdq, time_s: frame.time_s });
+            out.push(frame_feature(Arc::new(frame.image), frame.time_s).await?);
         }
     }
     Ok(out)
