@@ -116,7 +116,7 @@ pub struct ServeArgs {
     /// DEADLINE_EXCEEDED): a total bound, where --http-body-idle-timeout bounds stalls.
     #[arg(long, env = "DFSERVE_BODY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
-    /// Where state that must last lives: the hash lists (`hashlists.redb`).
+    /// Where state that must last lives: the hash lists and reviewers' decisions (`dfserve.redb`).
     #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir())]
     pub data_dir: PathBuf,
     /// A PDQ hash matches a list entry at this Hamming distance or less (of 256 bits; Meta's

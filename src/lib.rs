@@ -14,6 +14,8 @@
 //! - [`api`]: protocol front ends (HTTP: /v1 and KServe v2 REST; gRPC: KServe and dfserve.v1).
 //! - [`server`]: `dfserve serve`, the server lifecycle; [`score`]: `dfserve score`;
 //!   [`bench`]: `dfserve bench-model` and `bench-pipeline`.
+//! - [`datastore`]: the data dir's embedded database; [`hashlists`] and [`decisions`] (what
+//!   reviewers decided on the `/ui` page) keep their tables in it.
 //! - [`auth`]: optional API keys; [`metrics`]: the Prometheus registry; [`stats`]: per-model
 //!   totals for the KServe/Triton statistics extension.
 
@@ -23,6 +25,8 @@ pub mod batcher;
 pub mod bench;
 pub mod config;
 pub mod core;
+pub mod datastore;
+pub mod decisions;
 pub mod detect;
 pub mod error;
 pub mod hashing;

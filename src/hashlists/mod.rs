@@ -139,7 +139,12 @@ pub struct Probe<'a> {
 impl HashLists {
     /// Opens the lists under `dir`, loading every one into memory.
     pub fn open(dir: &Path, rules: MatchRules) -> anyhow::Result<HashLists> {
-        let store = store::Store::open(dir)?;
+        HashLists::from_db(crate::datastore::open(dir)?, rules)
+    }
+
+    /// The lists in `db`, loaded into memory.
+    pub fn from_db(db: Arc<redb::Database>, rules: MatchRules) -> anyhow::Result<HashLists> {
+        let store = store::Store::new(db)?;
         let q = rules.pdq_min_quality;
         let lists = store
             .load_all()?

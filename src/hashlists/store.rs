@@ -1,14 +1,9 @@
-//! Hash lists on disk: one redb database file under `--data-dir`.
-//!
-//! Why redb: an embedded, pure-Rust, ACID key-value store whose commits are durable (fsync'd)
-//! and crash-safe by design (copy-on-write B-trees, so a killed process leaves the last
-//! committed state), with no C library to build and no server to run. SQLite would do as well
-//! but brings a C build and SQL for what is a sorted map; sled is no longer maintained.
+//! Hash lists on disk: a table of the data dir's database (`datastore`).
 //!
 //! Layout: table `entries`, key `"<list>\0<id>"`, value the entry as JSON. One list's entries
 //! are one key range, so a list is read, exported or deleted with one range scan.
 
-use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -18,7 +13,7 @@ use super::entry::Entry;
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
 }
 
 fn key(list: &str, id: &str) -> String {
@@ -31,16 +26,8 @@ fn range(list: &str) -> (String, String) {
 }
 
 impl Store {
-    /// Opens (or creates) `dir/hashlists.redb`.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating --data-dir {}", dir.display()))?;
-        let path = dir.join("hashlists.redb");
-        // A small page cache: matching reads the in-memory index, never the database, which is
-        // read whole only at start and once per changed list.
-        let db = redb::Builder::new()
-            .set_cache_size(16 << 20)
-            .create(&path)
-            .with_context(|| format!("opening {} (is another dfserve using this --data-dir?)", path.display()))?;
+    /// The hash-list table of `db` (created if new).
+    pub fn new(db: Arc<Database>) -> anyhow::Result<Store> {
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
         txn.commit()?;

@@ -61,7 +61,7 @@ def test_score_and_serve_work_from_any_directory(prefix, samples, tmp_path):
         r = json.loads(urllib.request.urlopen(req).read())["results"][0]
         assert r["status"] == "ok" and r["score"] > 0.5
         # The hash lists live in the prefix's data directory.
-        assert (prefix / "var" / "lib" / "dfserve" / "hashlists.redb").is_file()
+        assert (prefix / "var" / "lib" / "dfserve" / "dfserve.redb").is_file()
     finally:
         proc.kill()
         proc.wait()
