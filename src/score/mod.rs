@@ -8,11 +8,12 @@
 
 mod calibrate;
 pub mod eval;
+mod labels;
 mod output;
 mod report;
 mod row;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::config::{OutputFormat, ScoreArgs};
 use crate::core::{InferCore, Mode};
 use crate::detect::{DetectParams, Detector};
 use crate::metrics::Metrics;
+use labels::Labels;
 pub use row::{FaceOut, Outcome, Row};
 
 const EXTENSIONS: [&str; 13] =
@@ -153,74 +155,6 @@ async fn remote(
     unreachable!("the retry loop returns")
 }
 
-/// Where ground truth comes from.
-enum Labels {
-    None,
-    Dirs { real: HashSet<String>, fake: HashSet<String> },
-    File(HashMap<String, bool>),
-}
-
-impl Labels {
-    fn from_args(args: &ScoreArgs) -> anyhow::Result<Labels> {
-        let lower = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<HashSet<_>>();
-        Ok(match args.labels.as_deref() {
-            None => Labels::None,
-            Some("dirs") => Labels::Dirs { real: lower(&args.real_names), fake: lower(&args.fake_names) },
-            Some(file) => {
-                let mut map = HashMap::new();
-                let mut rdr = csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_path(file)
-                    .with_context(|| format!("reading --labels {file} (expected `dirs` or a CSV of path,label)"))?;
-                for (i, rec) in rdr.records().enumerate() {
-                    let rec = rec.with_context(|| format!("{file}: line {}", i + 1))?;
-                    let (Some(path), Some(label)) = (rec.get(0), rec.get(1)) else { continue };
-                    match parse_truth(label) {
-                        Some(fake) => {
-                            map.insert(path.trim().to_string(), fake);
-                        }
-                        None if i == 0 => {} // a header line
-                        None => bail!("{file}: line {}: label '{label}' is not fake/real/1/0", i + 1),
-                    }
-                }
-                Labels::File(map)
-            }
-        })
-    }
-
-    /// `Some(true)` for fake, `Some(false)` for real.
-    fn truth(&self, path: &Path) -> Option<bool> {
-        match self {
-            Labels::None => None,
-            Labels::Dirs { real, fake } => path.parent()?.components().rev().find_map(|c| {
-                let name = c.as_os_str().to_string_lossy().to_lowercase();
-                if fake.contains(&name) {
-                    Some(true)
-                } else if real.contains(&name) {
-                    Some(false)
-                } else {
-                    None
-                }
-            }),
-            Labels::File(map) => {
-                let s = path.to_string_lossy();
-                map.get(s.as_ref()).copied().or_else(|| {
-                    map.iter().find(|(k, _)| s.ends_with(k.as_str()) || Path::new(k.as_str()) == path).map(|(_, v)| *v)
-                })
-            }
-        }
-    }
-}
-
-fn parse_truth(s: &str) -> Option<bool> {
-    match s.trim().to_lowercase().as_str() {
-        "fake" | "1" | "manipulated" | "deepfake" | "df" => Some(true),
-        "real" | "0" | "authentic" | "original" => Some(false),
-        _ => None,
-    }
-}
-
 /// Every image file under `paths`, sorted, with the unreadable entries reported.
 fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -336,8 +270,8 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let provenance = crate::provenance::ProvenanceReader::from_file(anchors, crate::provenance::READ_TIMEOUT)?;
             let mut detector = Detector::new(Arc::new(core), video).with_provenance(Arc::new(provenance));
             if let Some(dir) = &args.hash_lists {
-                if !dir.join("hashlists.redb").is_file() {
-                    bail!("--hash-lists {}: no hash lists there (hashlists.redb); add some with `dfserve hashes import --data-dir {0} ...`", dir.display());
+                if !crate::datastore::exists(dir) {
+                    bail!("--hash-lists {}: no hash lists there ({}); add some with `dfserve hashes import --data-dir {0} ...`", dir.display(), crate::datastore::FILE);
                 }
                 let lists = crate::hashlists::HashLists::open(dir, Default::default()).with_context(|| {
                     format!("cannot open the hash lists in {} (a server using them holds them: score with --server instead)", dir.display())
@@ -356,10 +290,11 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let (mode, threshold, audit) = (args.mode, args.threshold, args.audit);
     let mut rows = futures::stream::iter(files)
         .map(|path| async move {
-            let truth = labels.truth(&path).map(|f| if f { "fake" } else { "real" }.to_string());
             let mut outcomes = BTreeMap::new();
+            let mut truth = labels.truth(&path, None);
             match tokio::fs::read(&path).await {
                 Ok(bytes) => {
+                    truth = labels.truth(&path, Some(&bytes));
                     let bytes = Bytes::from(bytes);
                     let futs = models_ref.iter().map(|m| scorer.score(bytes.clone(), m, mode, threshold, audit));
                     for (m, o) in models_ref.iter().zip(futures::future::join_all(futs).await) {
@@ -372,6 +307,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            let truth = truth.map(|f| if f { "fake" } else { "real" }.to_string());
             Row { path: path.to_string_lossy().into_owned(), truth, models: outcomes }
         })
         .buffer_unordered(args.jobs.max(1));
