@@ -79,6 +79,30 @@ schemas["ListSummary"] = obj({"name": string, "entries": integer, "by_kind": {"t
 schemas["HashLists"] = obj({"lists": {"type": "array", "items": ref("ListSummary")}})
 schemas["ListChange"] = obj({"list": string}, {"added": integer, "deleted": {"type": ["integer", "string"]}})
 
+call = {"enum": ["manipulated", "authentic", "unsure"]}
+schemas["ShownFace"] = obj({"score": opt_num}, {"verdict": string, "members": {
+    "type": "object", "additionalProperties": num, "description": "ensemble member scores by model"}})
+schemas["Shown"] = obj({}, {
+    "model": string, "score": opt_num, "label": {"type": ["string", "null"]}, "verdict": string,
+    "faces": {"type": "array", "items": ref("ShownFace"), "description": "faces (images) or face tracks (videos)"},
+    "matches": {"type": "array", "items": string, "description": "hash-list matches as list/id"},
+    "c2pa": string}, description="What the reviewer was shown, as the page reported it.")
+sha256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+schemas["DecisionRequest"] = obj({"sha256": sha256, "decision": call}, {
+    "filename": {"type": ["string", "null"]}, "kind": {"type": ["string", "null"]},
+    "note": {"type": ["string", "null"]}, "shown": ref("Shown"),
+    "add_to_list": {"type": ["string", "null"], "description": "also add the media to this hash list "
+                    "(admin key; send multipart with the file as part `media`)"}})
+schemas["Decision"] = obj(
+    {"sha256": sha256, "decision": call, "reviewer": {"type": "string", "description": "the key's id, or anonymous"},
+     "decided_at": {"type": "string", "format": "date-time"}, "shown": ref("Shown")},
+    {"filename": string, "kind": string, "note": string, "added_to_list": string})
+schemas["Decisions"] = obj({"decisions": {"type": "array", "items": ref("Decision")}})
+schemas["DecisionRecorded"] = obj({"decision": ref("Decision")})
+schemas["WhoAmI"] = obj({"key_id": {"type": ["string", "null"]}, "admin": {"type": "boolean"},
+                         "keys_required": {"type": "boolean"}, "decisions": {"type": "boolean"},
+                         "hash_lists": {"type": "boolean"}})
+
 errors = {str(c): {"description": d, "content": {"application/json": {"schema": ref("Error")}}} for c, d in [
     (400, "a bad option or an empty body"), (401, "no or an unknown API key"), (403, "not allowed for this key"),
     (413, "the body is over --max-body-bytes"), (422, "the upload cannot be decoded, or is too large to decode"),
@@ -130,6 +154,26 @@ doc = {
             "parameters": [list_param, {"name": "id", "in": "path", "required": True, "schema": string}],
             "delete": {"summary": "Delete one entry (admin key).",
                        "responses": {"200": ok(ref("ListChange")), "403": errors["403"]}}},
+        "/v1/decisions": {
+            "get": {"summary": "Every reviewer decision, oldest first; `format=csv` gives the CSV that "
+                               "`dfserve score --labels` reads.",
+                    "parameters": [q("format", {"enum": ["json", "csv"]}, "json (default) or csv")],
+                    "responses": {"200": {"description": "OK", "content": {
+                        "application/json": {"schema": ref("Decisions")}, "text/csv": {"schema": string}}},
+                        "401": errors["401"]}},
+            "post": {"summary": "Record the presenting key's decision on one item (replacing its earlier one).",
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": ref("DecisionRequest")},
+                         "multipart/form-data": {"schema": obj(
+                             {"decision": ref("DecisionRequest")},
+                             {"media": {"type": "string", "contentMediaType": "application/octet-stream"}})}}},
+                     "responses": {"200": ok(ref("DecisionRecorded")), "400": errors["400"], "403": errors["403"]}}},
+        "/v1/decisions/{sha256}": {
+            "parameters": [{"name": "sha256", "in": "path", "required": True, "schema": sha256}],
+            "get": {"summary": "Every reviewer's decision on one item.",
+                    "responses": {"200": ok(ref("Decisions")), "400": errors["400"]}}},
+        "/v1/whoami": {"get": {"summary": "The presented key's id and role.",
+                               "responses": {"200": ok(ref("WhoAmI")), "401": errors["401"]}}},
         "/v1/openapi.json": {"get": {"summary": "This document.", "security": [{}],
                                      "responses": {"200": ok({"type": "object"})}}},
     },

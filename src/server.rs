@@ -37,7 +37,12 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         vpdq_list_pct: args.vpdq_list_match,
     };
     let dir = args.data_dir.clone();
-    let lists = tokio::task::spawn_blocking(move || crate::hashlists::HashLists::open(&dir, rules)).await??;
+    let (lists, decisions) = tokio::task::spawn_blocking(move || {
+        let db = crate::datastore::open(&dir)?;
+        let lists = crate::hashlists::HashLists::from_db(db.clone(), rules)?;
+        anyhow::Ok((lists, crate::decisions::Decisions::from_db(db)?))
+    })
+    .await??;
     tracing::info!(data_dir = %args.data_dir.display(), lists = lists.summaries().len(), "hash lists loaded");
     let provenance = ProvenanceReader::from_file(args.c2pa_trust_anchors.as_deref(), READ_TIMEOUT)?;
     let detector = Arc::new(
@@ -101,6 +106,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             keys: keys.clone(),
             public_metrics: args.public_metrics,
             bodies: bodies.clone(),
+            decisions: Some(Arc::new(decisions)),
         },
     );
     let http = serve_http(http_listener, app, tls.as_ref(), args.http_header_timeout, stopped(stop_rx.clone()));

@@ -2,6 +2,7 @@
 whole, with audit records, matches and C2PA provenance), a video with face tracks, multipart
 with a failed file, errors, models and hash lists. Schemas refuse unknown fields, so a field
 added to a response without being described fails here."""
+import hashlib
 import json
 import subprocess
 import urllib.error
@@ -106,6 +107,22 @@ def test_errors_and_other_endpoints_match(spec, admin_server):
     check(spec, "ListChange", json.loads(raw))
     status, raw = call(admin_server, "/v1/hashlists/other", method="DELETE")
     check(spec, "ListChange", json.loads(raw))
+    # Reviewer decisions: recorded, listed, per item, and who is asking.
+    sha = hashlib.sha256(b"a reviewed upload").hexdigest()
+    decision = {"sha256": sha, "decision": "manipulated", "filename": "face.jpg", "kind": "image",
+                "shown": {"model": "meso4_ensemble@1", "score": 0.9, "verdict": "likely_manipulated",
+                          "faces": [{"score": 0.9, "members": {"meso4_df": 0.95}}], "c2pa": "absent"}}
+    check(spec, "DecisionRequest", decision)
+    status, raw = call(admin_server, "/v1/decisions", json.dumps(decision).encode(),
+                       headers={"Content-Type": "application/json"})
+    assert status == 200, raw
+    check(spec, "DecisionRecorded", json.loads(raw))
+    for path in ("/v1/decisions", f"/v1/decisions/{sha}"):
+        status, raw = call(admin_server, path)
+        assert status == 200 and json.loads(raw)["decisions"], raw
+        check(spec, "Decisions", json.loads(raw))
+    status, raw = call(admin_server, "/v1/whoami")
+    check(spec, "WhoAmI", json.loads(raw))
     # Without a key, everything but the description is refused, with the described error body.
     req = urllib.request.Request(f"http://{admin_server.http}/v1/models")
     with pytest.raises(urllib.error.HTTPError) as e:
@@ -117,7 +134,7 @@ def test_errors_and_other_endpoints_match(spec, admin_server):
 def test_every_described_path_is_served(spec, admin_server):
     doc, _ = spec
     for path, ops in doc["paths"].items():
-        concrete = path.replace("{list}", "nosuchlist").replace("{id}", "nosuchid")
+        concrete = path.replace("{list}", "nosuchlist").replace("{id}", "nosuchid").replace("{sha256}", "0" * 64)
         for method in ops:
             if method == "parameters":
                 continue

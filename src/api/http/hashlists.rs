@@ -26,7 +26,7 @@ fn lists(state: &AppState) -> Result<Arc<HashLists>, CoreError> {
         .ok_or_else(|| CoreError::Unavailable("hash lists are not enabled on this server".into()))
 }
 
-fn require_admin(state: &AppState, key: Option<Extension<KeyId>>) -> Result<(), CoreError> {
+pub(super) fn require_admin(state: &AppState, key: Option<Extension<KeyId>>) -> Result<(), CoreError> {
     if state.keys.is_none() {
         return Err(CoreError::Forbidden(
             "changing hash lists needs an admin key: start the server with --api-key-file holding an `admin:<key>` line".into(),

@@ -1,10 +1,12 @@
 //! HTTP front end (axum): the dfserve JSON API under `/v1`, health probes and `/metrics`.
 
+mod decisions;
 mod error;
 mod hashlists;
 mod health;
 mod json_tensor;
 mod state;
+mod ui;
 mod v1;
 mod v2;
 
@@ -36,12 +38,21 @@ pub struct HttpOptions {
     pub keys: Option<Arc<KeyStore>>,
     pub public_metrics: bool,
     pub bodies: crate::api::body::BodyBudget,
+    /// Where reviewers' decisions are kept (`/v1/decisions`); off when `None`.
+    pub decisions: Option<Arc<crate::decisions::Decisions>>,
 }
 
 pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
     let max_body_bytes = opts.max_body_bytes;
     let core = detector.core().clone();
-    let state = AppState { detector, core, keys: opts.keys, public_metrics: opts.public_metrics, bodies: opts.bodies };
+    let state = AppState {
+        detector,
+        core,
+        keys: opts.keys,
+        public_metrics: opts.public_metrics,
+        bodies: opts.bodies,
+        decisions: opts.decisions,
+    };
     Router::new()
         .route("/v1/detect", post(v1::detect))
         .route("/v1/models", get(v1::models))
@@ -49,6 +60,12 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         .route("/v1/hashlists", get(hashlists::summaries))
         .route("/v1/hashlists/{list}", get(hashlists::export).post(hashlists::import).delete(hashlists::delete_list))
         .route("/v1/hashlists/{list}/entries/{id}", axum::routing::delete(hashlists::delete_entry))
+        .route("/v1/decisions", get(decisions::export).post(decisions::record))
+        .route("/v1/decisions/{sha256}", get(decisions::of_item))
+        .route("/v1/whoami", get(decisions::whoami))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/{asset}", get(ui::file))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -86,14 +103,17 @@ async fn not_found(req: Request) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": msg, "code": "not_found" }))).into_response()
 }
 
-/// With API keys on, every route but the health probes and the API description (and, if
-/// public, /metrics) needs one.
+/// With API keys on, every route but the health probes, the API description and the reviewer
+/// page's static files (and, if public, /metrics) needs one: the page asks for the key and
+/// sends it with every API call it makes.
 /// The matching key's id travels back on the response for the access log.
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(keys) = &state.keys else { return next.run(req).await };
     let path = req.uri().path();
     let open =
         matches!(path, "/health/live" | "/health/ready" | "/v2/health/live" | "/v2/health/ready" | "/v1/openapi.json")
+            || path == "/ui"
+            || path.starts_with("/ui/")
             || (state.public_metrics && path == "/metrics");
     if open {
         return next.run(req).await;

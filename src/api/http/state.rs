@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::KeyStore;
 use crate::core::InferCore;
+use crate::decisions::Decisions;
 use crate::detect::Detector;
 
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct AppState {
     pub keys: Option<Arc<KeyStore>>,
     /// Serve /metrics without a key even when keys are required.
     pub public_metrics: bool,
+    /// Reviewers' decisions; `None` when the server keeps none (tests, embedders).
+    pub decisions: Option<Arc<Decisions>>,
     /// The request-body budget shared with gRPC.
     pub bodies: crate::api::body::BodyBudget,
 }
