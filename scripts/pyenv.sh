@@ -19,6 +19,17 @@ if ! pkg-config --exists libavcodec libavformat libavutil libswscale 2>/dev/null
     exit 1
   fi
 fi
+# The reviewer page's end-to-end tests drive Debian's Chromium through its ChromeDriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[pyenv] installing chromium and chromium-driver (apt-get) for the reviewer page tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  else
+    echo "pyenv.sh: please install Chromium and its ChromeDriver (Debian: chromium chromium-driver), then re-run" >&2
+    exit 1
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
