@@ -378,3 +378,44 @@ def test_nothing_on_the_page_came_from_anywhere_else(ui_server, browser):
     for f in ("index.html", "app.js", "app.css"):
         text = (ROOT / "ui" / f).read_text()
         assert not re.search(r"(src|href)=[\"']?(https?:)?//", text) and "import(" not in text, f
+
+
+def test_too_large_and_overloaded_are_told_in_words_and_busy_can_be_retried(browser, assets, tmp_path):
+    """A second server, with no keys, a 60 KB body limit and one FFmpeg process: the 80 KB
+    portrait is too large, and of two videos sent at once the second finds the decoder busy
+    (429) until the first is done; "Try again" then scores it."""
+    clips = []
+    for i in (1, 2):
+        clip = tmp_path / f"long-{i}.webm"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=1280x720:d=12:r=25",
+                        "-loop", "1", "-i", str(assets["fake"]), "-filter_complex",
+                        f"[1:v]scale=200:200[f];[0:v][f]overlay=x='40+{60 + 20 * i}*t':y=200:shortest=1",
+                        "-c:v", "libvpx-vp9", "-crf", "55", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "8",
+                        "-pix_fmt", "yuv420p", "-t", "12", str(clip)], check=True)
+        assert clip.stat().st_size < 60_000, clip.stat().st_size
+        clips.append(clip)
+    s = Server("--max-body-bytes", "60000", "--max-ffmpeg-processes", "1")
+    try:
+        browser.get(f"http://{s.http}/ui")
+        who = browser.find_element(By.ID, "who")
+        wait(browser, lambda d: who.get_attribute("data-key-id") == "anonymous" and "No key needed" in who.text)
+        drop(browser, assets["real"])
+        big = card(browser, "signed-portrait.jpg").find_element(By.CSS_SELECTOR, ".error")
+        assert big.get_attribute("data-code") == "payload_too_large"
+        assert big.find_element(By.CSS_SELECTOR, ".words").text.startswith("This file is too large for this server")
+        assert not big.find_elements(By.CSS_SELECTOR, "button")  # retrying cannot help
+        shot(browser, "07-too-large.png", card(browser, "signed-portrait.jpg"))
+        drop(browser, *clips)
+        states = {n: card(browser, n).get_attribute("data-state") for n in ("long-1.webm", "long-2.webm")}
+        busy = [n for n, st in states.items() if st == "error"]
+        assert len(busy) == 1, states
+        c = card(browser, busy[0])
+        e = c.find_element(By.CSS_SELECTOR, ".error")
+        assert e.get_attribute("data-code") == "busy"
+        assert e.find_element(By.CSS_SELECTOR, ".words").text.startswith("The server is busy right now")
+        shot(browser, "08-busy.png", c)
+        e.find_element(By.CSS_SELECTOR, "button").click()
+        wait(browser, lambda d: c.get_attribute("data-state") == "done", what="the retried video")
+        assert c.find_element(By.CSS_SELECTOR, ".facts .band").get_attribute("data-verdict")
+    finally:
+        s.stop()
