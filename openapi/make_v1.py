@@ -98,6 +98,8 @@ schemas["Decision"] = obj(
      "decided_at": {"type": "string", "format": "date-time"}, "shown": ref("Shown")},
     {"filename": string, "kind": string, "note": string, "added_to_list": string})
 schemas["Decisions"] = obj({"decisions": {"type": "array", "items": ref("Decision")}})
+schemas["DecisionSummary"] = obj({"total": integer, "items": integer, "reviewers": integer,
+                                  "by_decision": {"type": "object", "additionalProperties": integer}})
 schemas["DecisionRecorded"] = obj({"decision": ref("Decision")})
 schemas["WhoAmI"] = obj({"key_id": {"type": ["string", "null"]}, "admin": {"type": "boolean"},
                          "keys_required": {"type": "boolean"}, "decisions": {"type": "boolean"},
@@ -168,6 +170,9 @@ doc = {
                              {"decision": ref("DecisionRequest")},
                              {"media": {"type": "string", "contentMediaType": "application/octet-stream"}})}}},
                      "responses": {"200": ok(ref("DecisionRecorded")), "400": errors["400"], "403": errors["403"]}}},
+        "/v1/decisions/summary": {"get": {
+            "summary": "How many decisions, of which kind, on how many items, by how many reviewers.",
+            "responses": {"200": ok(ref("DecisionSummary")), "401": errors["401"]}}},
         "/v1/decisions/{sha256}": {
             "parameters": [{"name": "sha256", "in": "path", "required": True, "schema": sha256}],
             "get": {"summary": "Every reviewer's decision on one item.",

@@ -437,9 +437,11 @@ async function decide(item, call) {
 
 async function refreshTally() {
   try {
-    const { decisions } = await api('/v1/decisions');
-    document.getElementById('tally').textContent =
-      decisions.length ? `${decisions.length} decision${decisions.length === 1 ? '' : 's'} recorded on this server.` : 'No decisions recorded yet.';
+    const s = await api('/v1/decisions/summary');
+    const kinds = Object.entries(s.by_decision).map(([k, n]) => `${n} ${k}`).join(', ');
+    document.getElementById('tally').textContent = s.total
+      ? `${s.total} decision${s.total === 1 ? '' : 's'} recorded on this server (${kinds}) on ${s.items} item${s.items === 1 ? '' : 's'} by ${s.reviewers} reviewer${s.reviewers === 1 ? '' : 's'}.`
+      : 'No decisions recorded yet.';
   } catch (_) { /* shown elsewhere */ }
 }
 

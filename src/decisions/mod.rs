@@ -205,6 +205,33 @@ impl Decisions {
     }
 }
 
+/// Counts of the stored decisions, for a reviewer's running tally.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub by_decision: BTreeMap<&'static str, usize>,
+    /// Distinct items (SHA-256s) and reviewers.
+    pub items: usize,
+    pub reviewers: usize,
+}
+
+impl Decisions {
+    /// Counts, without sending every decision to the caller.
+    pub fn summary(&self) -> anyhow::Result<Summary> {
+        let all = self.store.all()?;
+        let mut out = Summary { total: all.len(), ..Default::default() };
+        let (mut items, mut reviewers) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for v in &all {
+            let d = parse(v)?;
+            *out.by_decision.entry(d.decision.as_str()).or_default() += 1;
+            items.insert(d.sha256);
+            reviewers.insert(d.reviewer);
+        }
+        (out.items, out.reviewers) = (items.len(), reviewers.len());
+        Ok(out)
+    }
+}
+
 fn parse(stored: &[u8]) -> anyhow::Result<Decision> {
     serde_json::from_slice(stored).context("a stored decision is not valid JSON")
 }
@@ -313,6 +340,9 @@ mod tests {
         assert!(lines[0].starts_with("path,label,sha256,decision,reviewer"));
         assert!(lines[1].starts_with(&format!("\"a,b.jpg\",fake,{}", "b".repeat(64))), "{}", lines[1]);
         assert_eq!(lines.len(), 4);
+        let sum = d.summary().unwrap();
+        assert_eq!((sum.total, sum.items, sum.reviewers), (3, 2, 2));
+        assert_eq!(sum.by_decision, BTreeMap::from([("authentic", 1), ("manipulated", 1), ("unsure", 1)]));
     }
 
     #[test]

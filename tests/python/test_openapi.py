@@ -121,6 +121,9 @@ def test_errors_and_other_endpoints_match(spec, admin_server):
         status, raw = call(admin_server, path)
         assert status == 200 and json.loads(raw)["decisions"], raw
         check(spec, "Decisions", json.loads(raw))
+    status, raw = call(admin_server, "/v1/decisions/summary")
+    assert status == 200 and json.loads(raw)["by_decision"]["manipulated"] >= 1, raw
+    check(spec, "DecisionSummary", json.loads(raw))
     status, raw = call(admin_server, "/v1/whoami")
     check(spec, "WhoAmI", json.loads(raw))
     # Without a key, everything but the description is refused, with the described error body.

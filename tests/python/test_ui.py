@@ -317,7 +317,9 @@ def test_decisions_by_keyboard_are_stored_and_exported_for_score_labels(ui_serve
     wait(browser, lambda d: "selected" in clip.get_attribute("class"))
     press(browser, "u")
     wait(browser, lambda d: clip.get_attribute("data-decision") == "unsure")
-    wait(browser, lambda d: "4 decisions recorded" in d.find_element(By.ID, "tally").text)
+    tally = browser.find_element(By.ID, "tally")
+    wait(browser, lambda d: "4 decisions recorded" in tally.text)
+    assert "1 authentic, 1 manipulated, 2 unsure" in tally.text and "on 3 items by 2 reviewers" in tally.text, tally.text
     shot(browser, "06-decisions.png")
 
     # Stored with the SHA-256, what was shown, the key id and the time.

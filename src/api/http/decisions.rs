@@ -225,6 +225,14 @@ pub async fn export(
     Ok(Json(json!({ "decisions": all })).into_response())
 }
 
+/// `GET /v1/decisions/summary`: how many decisions, of which kind, on how many items, by how
+/// many reviewers (the page's running tally).
+pub async fn summary(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = decisions(&state)?;
+    let sum = tokio::task::spawn_blocking(move || store.summary()).await.map_err(join_error)?.map_err(storage)?;
+    Ok(Json(json!(sum)))
+}
+
 /// `GET /v1/decisions/{sha256}`: every reviewer's decision on one item (none is an empty list).
 pub async fn of_item(State(state): State<AppState>, Path(sha256): Path<String>) -> Result<Json<Value>, ApiError> {
     let sha = check_sha256(&sha256).map_err(|e| CoreError::BadRequest(e.to_string()))?;

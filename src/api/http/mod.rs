@@ -61,6 +61,7 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         .route("/v1/hashlists/{list}", get(hashlists::export).post(hashlists::import).delete(hashlists::delete_list))
         .route("/v1/hashlists/{list}/entries/{id}", axum::routing::delete(hashlists::delete_entry))
         .route("/v1/decisions", get(decisions::export).post(decisions::record))
+        .route("/v1/decisions/summary", get(decisions::summary))
         .route("/v1/decisions/{sha256}", get(decisions::of_item))
         .route("/v1/whoami", get(decisions::whoami))
         .route("/ui", get(ui::page))
