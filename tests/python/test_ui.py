@@ -10,6 +10,7 @@ a screenshot under target/ui-screenshots/ (README shows one).
 
 The tests run in file order and share one browser and one server, as a reviewer's session
 would."""
+import base64
 import csv
 import hashlib
 import io
@@ -143,9 +144,20 @@ def api_detect(server, path):
         return json.loads(r.read())["results"][0]
 
 
-def drop(driver, *paths):
+def drop(driver, *paths, dragged=False):
+    """Adds files through the file picker or (`dragged`) as a drop on the drop zone, then waits
+    until each is scored or has failed."""
     before = len(driver.find_elements(By.CSS_SELECTOR, "article.item"))
-    driver.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
+    if dragged:
+        files = [[base64.b64encode(pathlib.Path(p).read_bytes()).decode(), pathlib.Path(p).name] for p in paths]
+        js(driver, """
+            const dt = new DataTransfer();
+            for (const [data, name] of arguments[0]) dt.items.add(new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name));
+            const zone = document.getElementById('drop');
+            for (const type of ['dragover', 'drop']) zone.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));""",
+           files)
+    else:
+        driver.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
     wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.item")) == before + len(paths))
     wait(driver, lambda d: all(c.get_attribute("data-state") in ("done", "error")
                                for c in d.find_elements(By.CSS_SELECTOR, "article.item")), what="scoring")
@@ -269,7 +281,8 @@ def test_video_timeline_shows_each_tracks_scores_and_the_frame_under_the_pointer
 
 
 def test_errors_are_told_in_a_reviewers_words(ui_server, browser, assets):
-    drop(browser, assets["broken"], assets["notes"])
+    drop(browser, assets["broken"])
+    drop(browser, assets["notes"], dragged=True)
     for name in ("broken.jpg", "notes.txt"):
         c = card(browser, name)
         assert c.get_attribute("data-state") == "error"
