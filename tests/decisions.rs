@@ -85,6 +85,11 @@ async fn decisions_are_kept_per_reviewer_across_a_kill_and_feed_hash_lists_only_
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"].as_str().unwrap().contains(why), "{body}");
     }
+    // A decision part past 256 KiB is refused as it arrives.
+    let mut huge = decision("unsure");
+    huge["note"] = json!("x".repeat(300_000));
+    let (status, body) = post_with_media(&s, REVIEWER, &huge, Vec::new()).await;
+    assert!(status == 400 && body["error"].as_str().unwrap().contains("over 262144 bytes"), "{body}");
     // Adding to a hash list: admins only, with the media, and only the reviewed bytes.
     let mut add = decision("manipulated");
     add["add_to_list"] = json!("reviewed");

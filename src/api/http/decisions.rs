@@ -135,7 +135,21 @@ async fn read_parts(req: Request, state: &AppState) -> Result<(Bytes, Option<Byt
     let (mut decision, mut media) = (None, None);
     while let Some(field) = mp.next_field().await.map_err(part_error)? {
         match field.name() {
-            Some("decision") => decision = Some(field.bytes().await.map_err(part_error)?),
+            Some("decision") => {
+                // Refused at the first chunk past the cap, not after buffering the whole part.
+                let mut buf = Vec::new();
+                let mut field = field;
+                while let Some(chunk) = field.chunk().await.map_err(part_error)? {
+                    if buf.len() + chunk.len() > MAX_DECISION_BYTES {
+                        return Err(CoreError::BadRequest(format!(
+                            "the decision part is over {MAX_DECISION_BYTES} bytes"
+                        ))
+                        .into());
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                decision = Some(Bytes::from(buf));
+            }
             Some("media") => media = Some(field.bytes().await.map_err(part_error)?),
             other => {
                 return Err(CoreError::BadRequest(format!(
@@ -147,9 +161,6 @@ async fn read_parts(req: Request, state: &AppState) -> Result<(Bytes, Option<Byt
     }
     let decision =
         decision.ok_or_else(|| CoreError::BadRequest("the multipart request has no `decision` part".into()))?;
-    if decision.len() > MAX_DECISION_BYTES {
-        return Err(CoreError::BadRequest(format!("the decision part is over {MAX_DECISION_BYTES} bytes")).into());
-    }
     Ok((decision, media))
 }
 
