@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
 
 use crate::config::ScoreArgs;
 
@@ -102,9 +101,15 @@ impl Labels {
         }
     }
 
-    /// `Some(true)` for fake, `Some(false)` for real. `bytes` are the file's, when read (labels
-    /// by SHA-256 need them).
-    pub fn truth(&self, path: &Path, bytes: Option<&[u8]>) -> Option<bool> {
+    /// Whether some labels name files by content: then [`truth`](Self::truth) needs each
+    /// file's SHA-256.
+    pub fn by_content(&self) -> bool {
+        matches!(self, Labels::File { by_sha256, .. } if !by_sha256.is_empty())
+    }
+
+    /// `Some(true)` for fake, `Some(false)` for real. `sha256` is the file's digest (lowercase
+    /// hex), when read and [`by_content`](Self::by_content).
+    pub fn truth(&self, path: &Path, sha256: Option<&str>) -> Option<bool> {
         match self {
             Labels::None => None,
             Labels::Dirs { real, fake } => path.parent()?.components().rev().find_map(|c| {
@@ -118,10 +123,7 @@ impl Labels {
                 }
             }),
             Labels::File { by_path, by_sha256 } => {
-                let by_content = match bytes {
-                    Some(b) if !by_sha256.is_empty() => by_sha256.get(&hex::encode(Sha256::digest(b))).copied(),
-                    _ => None,
-                };
+                let by_content = sha256.and_then(|d| by_sha256.get(d)).copied();
                 let s = path.to_string_lossy();
                 by_content.or_else(|| by_path.get(s.as_ref()).copied()).or_else(|| {
                     by_path
@@ -137,6 +139,7 @@ impl Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn labels(csv: &str) -> anyhow::Result<Labels> {
         let dir = tempfile::tempdir().unwrap();
@@ -160,9 +163,11 @@ mod tests {
             "path,label,sha256,decision\nupload.jpg,real,{sha},authentic\nupload.jpg,fake,{sha},manipulated\nx.jpg,unsure,{other},unsure\n"
         );
         let l = labels(&csv).unwrap();
-        assert_eq!(l.truth(Path::new("renamed/anything.png"), Some(b"pixels")), Some(true));
-        assert_eq!(l.truth(Path::new("x.jpg"), Some(b"other")), None);
-        assert_eq!(l.truth(Path::new("upload.jpg"), Some(b"different bytes")), None);
+        let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+        assert!(l.by_content());
+        assert_eq!(l.truth(Path::new("renamed/anything.png"), Some(&digest(b"pixels"))), Some(true));
+        assert_eq!(l.truth(Path::new("x.jpg"), Some(&digest(b"other"))), None);
+        assert_eq!(l.truth(Path::new("upload.jpg"), Some(&digest(b"different bytes"))), None);
         let err = labels("path,label\na.jpg,maybe\n").err().unwrap();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         assert!(labels("label,sha256\nfake,abc\n").is_err());

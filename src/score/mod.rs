@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
 use crate::config::{OutputFormat, ScoreArgs};
 use crate::core::{InferCore, Mode};
@@ -291,11 +292,15 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let mut rows = futures::stream::iter(files)
         .map(|path| async move {
             let mut outcomes = BTreeMap::new();
-            let mut truth = labels.truth(&path, None);
+            let mut sha256 = None;
             match tokio::fs::read(&path).await {
                 Ok(bytes) => {
-                    truth = labels.truth(&path, Some(&bytes));
                     let bytes = Bytes::from(bytes);
+                    if labels.by_content() {
+                        // A large video takes a while to hash: off the async workers.
+                        let b = bytes.clone();
+                        sha256 = tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&b))).await.ok();
+                    }
                     let futs = models_ref.iter().map(|m| scorer.score(bytes.clone(), m, mode, threshold, audit));
                     for (m, o) in models_ref.iter().zip(futures::future::join_all(futs).await) {
                         outcomes.insert(m.clone(), o);
@@ -307,7 +312,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            let truth = truth.map(|f| if f { "fake" } else { "real" }.to_string());
+            let truth = labels.truth(&path, sha256.as_deref()).map(|f| if f { "fake" } else { "real" }.to_string());
             Row { path: path.to_string_lossy().into_owned(), truth, models: outcomes }
         })
         .buffer_unordered(args.jobs.max(1));
