@@ -165,14 +165,8 @@ impl Detector {
     /// vPDQ (video, decoded by the same confined FFmpeg as scoring).
     pub async fn hashes(&self, bytes: Bytes) -> Result<crate::hashing::FileHashes, CoreError> {
         let max_pixels = self.core.settings().max_image_pixels;
-        let b = bytes.clone();
-        let mut h = tokio::task::spawn_blocking(move || crate::hashing::hash_bytes(String::new(), &b, max_pixels))
-            .await
-            .map_err(|e| CoreError::Inference(format!("hashing task failed: {e}")))?;
-        if let Sniffed::Video(container) = crate::video::sniff(&bytes) {
-            let frames = crate::hashing::video_vpdq(&self.video, bytes.to_vec(), container).await?;
-            h.vpdq = Some(frames.iter().map(vpdq::Feature::compact).collect());
-        }
+        let mut h =
+            crate::hashing::hash_upload(&self.video, String::new(), bytes, max_pixels).await.map_err(|(_, e)| e)?;
         match h.error.take() {
             Some(e) => Err(CoreError::UndecodableImage(e)),
             None => Ok(h),

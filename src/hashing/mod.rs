@@ -10,6 +10,7 @@ pub mod vpdq;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use image::RgbImage;
 
 use md5::Md5;
@@ -71,11 +72,11 @@ pub async fn frame_feature(image: Arc<RgbImage>, time_s: f64) -> Result<vpdq::Fe
 /// A video's vPDQ, decoded by the same confined FFmpeg and sampler as uploads.
 pub async fn video_vpdq(
     decoder: &VideoDecoder,
-    bytes: Vec<u8>,
+    bytes: Bytes,
     container: Container,
 ) -> Result<Vec<vpdq::Feature>, CoreError> {
     let deadline = Instant::now() + decoder.settings().decode_timeout;
-    let mut video = decoder.open(bytes.into(), container, Some(Sampling::Count(0)), Some(1.0), deadline).await?;
+    let mut video = decoder.open(bytes, container, Some(Sampling::Count(0)), Some(1.0), deadline).await?;
     let mut out = Vec::new();
     while let Some(frame) = video.next_frame().await? {
         if frame.hash {
@@ -83,6 +84,51 @@ pub async fn video_vpdq(
         }
     }
     Ok(out)
+}
+
+/// Every hash of one upload: the digests, and PDQ (image) or vPDQ (video). Hashing runs off
+/// the async workers. An image that cannot be decoded says why in `error`; a video that cannot
+/// be decoded gives its line (digests and `error`) with the decoder's error, whose kind
+/// (busy, too long, undecodable) the server reports.
+pub async fn hash_upload(
+    decoder: &VideoDecoder,
+    path: String,
+    bytes: Bytes,
+    max_pixels: u64,
+) -> Result<FileHashes, (FileHashes, CoreError)> {
+    let b = bytes.clone();
+    let mut line = match tokio::task::spawn_blocking(move || hash_bytes(path, &b, max_pixels)).await {
+        Ok(line) => line,
+        Err(e) => {
+            let msg = format!("hashing task failed: {e}");
+            return Err((FileHashes::failed(String::new(), msg.clone()), CoreError::Inference(msg)));
+        }
+    };
+    if let Sniffed::Video(container) = sniff(&bytes) {
+        match video_vpdq(decoder, bytes, container).await {
+            Ok(frames) => line.vpdq = Some(frames.iter().map(vpdq::Feature::compact).collect()),
+            Err(e) => {
+                (line.kind, line.error) = ("error", Some(e.to_string()));
+                return Err((line, e));
+            }
+        }
+    }
+    Ok(line)
+}
+
+impl FileHashes {
+    fn failed(path: String, error: String) -> FileHashes {
+        FileHashes {
+            path,
+            kind: "error",
+            pdq: None,
+            quality: None,
+            vpdq: None,
+            md5: String::new(),
+            sha256: String::new(),
+            error: Some(error),
+        }
+    }
 }
 
 /// `dfserve hash FILE...`: one JSON line per file on stdout.
@@ -97,25 +143,9 @@ pub fn run(args: &HashArgs) -> anyhow::Result<()> {
         let name = path.to_string_lossy().into_owned();
         let line = match std::fs::read(path) {
             Ok(bytes) => {
-                let mut line = hash_bytes(name, &bytes, max_pixels);
-                if let Sniffed::Video(container) = sniff(&bytes) {
-                    match runtime.block_on(video_vpdq(&decoder, bytes, container)) {
-                        Ok(frames) => line.vpdq = Some(frames.iter().map(vpdq::Feature::compact).collect()),
-                        Err(e) => (line.kind, line.error) = ("error", Some(e.to_string())),
-                    }
-                }
-                line
+                runtime.block_on(hash_upload(&decoder, name, bytes.into(), max_pixels)).unwrap_or_else(|(l, _)| l)
             }
-            Err(e) => FileHashes {
-                path: name,
-                kind: "error",
-                pdq: None,
-                quality: None,
-                vpdq: None,
-                md5: String::new(),
-                sha256: String::new(),
-                error: Some(format!("cannot read: {e}")),
-            },
+            Err(e) => FileHashes::failed(name, format!("cannot read: {e}")),
         };
         failed += usize::from(line.error.is_some());
         serde_json::to_writer(&mut out, &line)?;
