@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{body_error, ApiError};
-use super::hashlists::require_admin;
+use super::hashlists::{lists, require_admin};
 use super::state::AppState;
 use crate::auth::KeyId;
 use crate::decisions::{check_sha256, now_rfc3339, to_csv, Call, Decision, Decisions, Shown};
@@ -95,7 +95,7 @@ pub async fn record(
     let input: DecisionIn =
         serde_json::from_slice(&body).map_err(|e| CoreError::BadRequest(format!("bad decision: {e}")))?;
     let reviewer = key.as_ref().map_or_else(|| "anonymous".to_string(), |Extension(k)| k.to_string());
-    let list = input.add_to_list.clone();
+    let list = input.add_to_list;
     let decision = Decision {
         sha256: input.sha256,
         decision: input.decision,
@@ -167,11 +167,7 @@ async fn read_parts(req: Request, state: &AppState) -> Result<(Bytes, Option<Byt
 /// Hashes the media and adds it to `list`: its SHA-256 always, and its PDQ (image) or vPDQ
 /// (video). Entry ids are `review-<first 16 hex digits of the SHA-256>-<kind>`.
 async fn add_to_list(state: &AppState, list: &str, d: &Decision, media: Bytes) -> Result<usize, CoreError> {
-    let lists = state
-        .detector
-        .hashlists()
-        .cloned()
-        .ok_or_else(|| CoreError::Unavailable("hash lists are not enabled on this server".into()))?;
+    let lists = lists(state)?;
     let h = state.detector.hashes(media).await?;
     if h.sha256 != d.sha256 {
         return Err(CoreError::BadRequest(format!(

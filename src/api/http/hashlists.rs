@@ -18,7 +18,7 @@ use crate::auth::KeyId;
 use crate::error::CoreError;
 use crate::hashlists::{check_list_name, parse_entries, HashLists};
 
-fn lists(state: &AppState) -> Result<Arc<HashLists>, CoreError> {
+pub(super) fn lists(state: &AppState) -> Result<Arc<HashLists>, CoreError> {
     state
         .detector
         .hashlists()

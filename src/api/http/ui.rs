@@ -9,8 +9,11 @@
 //! `blob:` copies of the reviewer's own files.
 
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::error::CoreError;
 
 const INDEX: &str = include_str!("../../../ui/index.html");
 const APP_JS: &str = include_str!("../../../ui/app.js");
@@ -43,10 +46,6 @@ pub async fn file(Path(name): Path<String>) -> Response {
         "app.js" => asset("text/javascript; charset=utf-8", APP_JS),
         "app.css" => asset("text/css; charset=utf-8", APP_CSS),
         "favicon.svg" => asset("image/svg+xml", FAVICON),
-        _ => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": format!("no file '{name}' in /ui"), "code": "not_found"})),
-        )
-            .into_response(),
+        _ => ApiError(CoreError::NotFound(format!("no file '{name}' in /ui"))).into_response(),
     }
 }
