@@ -6,7 +6,7 @@
 'use strict';
 
 const KEY = 'dfserve.apiKey';
-const state = { who: null, items: [], selected: -1, model: '', decided: 0 };
+const state = { who: null, items: [], selected: -1, model: '' };
 
 // ---- small helpers -------------------------------------------------------------------------
 
@@ -319,7 +319,7 @@ function videoView(item) {
     for (const f of t.frames) {
       const dot = svg('circle', { cx: (f.time_s / dur) * W, cy: y(f.score), r: 7, fill: colour(f.score),
         'data-frame': f.frame, 'data-time': f.time_s, 'data-score': f.score });
-      const show = () => showFrame(item, video, canvas, info, t, f, plot, dot);
+      const show = () => showFrame(item, video, canvas, info, t, f, dot);
       dot.addEventListener('mouseenter', show);
       dot.addEventListener('click', (ev) => { ev.stopPropagation(); show(); });
       plot.append(dot);
@@ -336,7 +336,7 @@ function videoView(item) {
   return wrap;
 }
 
-function showFrame(item, video, canvas, info, track, f, plot, dot) {
+function showFrame(item, video, canvas, info, track, f, dot) {
   for (const d of item.node.querySelectorAll('circle.active')) d.classList.remove('active');
   if (dot) dot.classList.add('active');
   const draw = () => {
