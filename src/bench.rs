@@ -172,9 +172,10 @@ pub fn run_pipeline(args: &BenchPipelineArgs) -> anyhow::Result<PipelineRow> {
                     detected_faces(&det_outputs, &out[scores_at].data, &out[boxes_at].data, img.width(), img.height());
                 t[1] = t1.elapsed().as_secs_f64();
                 let t2 = Instant::now();
-                let rows = face_rows(&img, faces, &cls_cfg.input, args.crop.crop_margin, args.crop.crop_border);
+                let inputs = std::slice::from_ref(&cls_cfg.input);
+                let rows = face_rows(&img, faces, inputs, args.crop.crop_margin, args.crop.crop_border);
                 t[2] = t2.elapsed().as_secs_f64();
-                rows.into_iter().map(|(_, row)| row).collect()
+                rows.into_iter().flat_map(|(_, rows)| rows).collect()
             }
         };
         let t3 = Instant::now();

@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => block_on(dfserve::score::run(args)),
         Command::Models(args) => dfserve::models::list(&args.model_dir),
         Command::Health(args) => dfserve::healthcheck::run(&args),
+        Command::Embed(args) => block_on(dfserve::score::embed::run(args)),
         Command::Calibrate(args) => dfserve::score::calibrate_file(&args),
         Command::Hash(args) => dfserve::hashing::run(&args),
         Command::Hashes(args) => dfserve::hashlists::cli::run(&args),

@@ -41,6 +41,14 @@ fn cases() -> Vec<Case> {
         case("whole", "?mode=whole", img.clone(), DetectRequest { mode: 1, ..d() }, None),
         case("threshold", "?threshold=0.99", real.clone(), DetectRequest { threshold: Some(0.99), ..d() }, None),
         case("other model", "?model=meso4_f2f", img.clone(), DetectRequest { model: "meso4_f2f".into(), ..d() }, None),
+        case("probe", "?model=clip_probe", img.clone(), DetectRequest { model: "clip_probe".into(), ..d() }, None),
+        case(
+            "probe, whole",
+            "?model=clip_probe&mode=whole",
+            real.clone(),
+            DetectRequest { model: "clip_probe".into(), mode: 1, ..d() },
+            None,
+        ),
         case(
             "unknown model",
             "?model=nope",

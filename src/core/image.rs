@@ -14,9 +14,11 @@ use bytes::Bytes;
 use image::RgbImage;
 use serde::Serialize;
 
+use super::model::LoadedModel;
 use super::roles::{Classifier, FaceDetector, MemberScore};
 use crate::error::CoreError;
 use crate::metrics::Metrics;
+use crate::models::InputConfig;
 use crate::pipeline::crop::Border;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
 use crate::pipeline::detect::FaceBox;
@@ -172,91 +174,21 @@ impl ImagePipeline {
     ) -> Result<ImageResult, CoreError> {
         let started = Instant::now();
         let mut t = ImageTimings::default();
-        // Refuse at once, before decoding, when the first queue is already full.
-        let input = match opts.mode {
-            Mode::Faces => {
-                self.detector.model.batcher.check_capacity()?;
-                self.detector.model.config.input.clone()
-            }
-            Mode::Whole => {
-                opts.classifier.check_capacity()?;
-                opts.classifier.input().clone()
-            }
-        };
-        let permit = match &picture {
-            Picture::Encoded(bytes) => Some(self.admit_decode(bytes)?),
-            Picture::Decoded(_) => None,
-        };
-
-        // Decode, plus the first model input (detector, or classifier in whole mode).
-        let limits = DecodeLimits { max_pixels: self.max_image_pixels };
-        let metrics = self.metrics.clone();
-        let first_stage = if opts.mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
-        // The permit stays with this request until it is answered: it covers the decoder's
-        // buffers and then the decoded pixels, which live until the last crop is cut.
-        let want_pdq = opts.pdq;
-        let (img, first_row, _permit, pdq) = blocking(move || {
-            let img = match picture {
-                Picture::Encoded(bytes) => {
-                    let t0 = Instant::now();
-                    let img = Arc::new(decode_rgb(&bytes, limits)?);
-                    metrics.stage_seconds.with_label_values(&["decode"]).observe(t0.elapsed().as_secs_f64());
-                    img
-                }
-                Picture::Decoded(img) => img,
-            };
-            let t1 = Instant::now();
-            let row = model_input(&img, Region::whole(&img), &input);
-            metrics.stage_seconds.with_label_values(&[first_stage]).observe(t1.elapsed().as_secs_f64());
-            let pdq = want_pdq.then(|| {
-                let t2 = Instant::now();
-                let h = crate::hashing::pdq::pdq(&img);
-                metrics.stage_seconds.with_label_values(&["pdq"]).observe(t2.elapsed().as_secs_f64());
-                h
-            });
-            Ok::<_, CoreError>((img, row, permit, pdq))
-        })
-        .instrument(tracing::info_span!("decode"))
-        .await?;
-        t.decode_ms = ms(started.elapsed());
-        let (width, height) = img.dimensions();
-
-        let faces: Vec<(FaceBox, Vec<f32>)> = match opts.mode {
-            Mode::Whole => {
-                let whole = FaceBox { x1: 0.0, y1: 0.0, x2: width as f32, y2: height as f32, confidence: 1.0 };
-                vec![(whole, first_row)]
-            }
-            Mode::Faces => {
-                let t0 = Instant::now();
-                let detect = self.detector.model.batcher.infer(first_row, deadline);
-                let det = detect.instrument(tracing::info_span!("detect")).await?;
-                let t1 = Instant::now();
-                let boxes = self.detector.faces(&det, width, height);
-                let decoded = t1.elapsed();
-                self.metrics.stage_seconds.with_label_values(&["detect_postprocess"]).observe(decoded.as_secs_f64());
-                t.detect_ms = ms(t0.elapsed());
-                self.metrics.faces.inc_by(boxes.len() as u64);
-
-                let t2 = Instant::now();
-                let cls_input = opts.classifier.input().clone();
-                let (margin, border) = (self.crop_margin, self.crop_border);
-                let metrics = self.metrics.clone();
-                let crops = blocking(move || {
-                    let t0 = Instant::now();
-                    let crops = face_rows(&img, boxes, &cls_input, margin, border);
-                    metrics.stage_seconds.with_label_values(&["crop"]).observe(t0.elapsed().as_secs_f64());
-                    Ok::<_, CoreError>(crops)
-                })
-                .instrument(tracing::info_span!("crop"))
-                .await?;
-                t.crop_ms = ms(t2.elapsed());
-                crops
-            }
-        };
+        let classifier = &opts.classifier;
+        let Prepared { width, height, faces, pdq } = self
+            .prepare(
+                picture,
+                classifier.inputs(),
+                || classifier.check_capacity(),
+                opts.mode,
+                opts.pdq,
+                deadline,
+                &mut t,
+            )
+            .await?;
 
         // Every face is its own batch entry, so faces of this and other requests batch together.
         let t3 = Instant::now();
-        let classifier = &opts.classifier;
         let faces_n = faces.len();
         let futures = faces
             .into_iter()
@@ -303,6 +235,144 @@ impl ImagePipeline {
             pdq,
         })
     }
+}
+
+/// A decoded picture's faces (or the whole picture, in `whole` mode), each with one model row per
+/// input spec asked for.
+struct Prepared {
+    width: u32,
+    height: u32,
+    faces: Vec<(FaceBox, Vec<Vec<f32>>)>,
+    pdq: Option<crate::hashing::pdq::Pdq>,
+}
+
+impl ImagePipeline {
+    /// Decode, detect and crop: everything before the classifier, shared by scoring and by
+    /// `dfserve embed`, so a head is trained on exactly the crops it is served. `check` refuses
+    /// at once, before decoding, when the queue that `whole` mode feeds first is full.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
+        &self,
+        picture: Picture,
+        inputs: &[InputConfig],
+        check: impl Fn() -> Result<(), CoreError>,
+        mode: Mode,
+        want_pdq: bool,
+        deadline: Instant,
+        t: &mut ImageTimings,
+    ) -> Result<Prepared, CoreError> {
+        let started = Instant::now();
+        // Refuse at once, before decoding, when the first queue is already full.
+        let first_inputs: Vec<InputConfig> = match mode {
+            Mode::Faces => {
+                self.detector.model.batcher.check_capacity()?;
+                vec![self.detector.model.config.input.clone()]
+            }
+            Mode::Whole => {
+                check()?;
+                inputs.to_vec()
+            }
+        };
+        let permit = match &picture {
+            Picture::Encoded(bytes) => Some(self.admit_decode(bytes)?),
+            Picture::Decoded(_) => None,
+        };
+
+        // Decode, plus the first model input (detector, or classifier in whole mode).
+        let limits = DecodeLimits { max_pixels: self.max_image_pixels };
+        let metrics = self.metrics.clone();
+        let first_stage = if mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
+        // The permit stays with this request until it is answered: it covers the decoder's
+        // buffers and then the decoded pixels, which live until the last crop is cut.
+        let (img, mut first_rows, _permit, pdq) = blocking(move || {
+            let img = match picture {
+                Picture::Encoded(bytes) => {
+                    let t0 = Instant::now();
+                    let img = Arc::new(decode_rgb(&bytes, limits)?);
+                    metrics.stage_seconds.with_label_values(&["decode"]).observe(t0.elapsed().as_secs_f64());
+                    img
+                }
+                Picture::Decoded(img) => img,
+            };
+            let t1 = Instant::now();
+            let rows: Vec<Vec<f32>> = first_inputs.iter().map(|i| model_input(&img, Region::whole(&img), i)).collect();
+            metrics.stage_seconds.with_label_values(&[first_stage]).observe(t1.elapsed().as_secs_f64());
+            let pdq = want_pdq.then(|| {
+                let t2 = Instant::now();
+                let h = crate::hashing::pdq::pdq(&img);
+                metrics.stage_seconds.with_label_values(&["pdq"]).observe(t2.elapsed().as_secs_f64());
+                h
+            });
+            Ok::<_, CoreError>((img, rows, permit, pdq))
+        })
+        .instrument(tracing::info_span!("decode"))
+        .await?;
+        t.decode_ms = ms(started.elapsed());
+        let (width, height) = img.dimensions();
+
+        let faces: Vec<(FaceBox, Vec<Vec<f32>>)> = match mode {
+            Mode::Whole => {
+                let whole = FaceBox { x1: 0.0, y1: 0.0, x2: width as f32, y2: height as f32, confidence: 1.0 };
+                vec![(whole, first_rows)]
+            }
+            Mode::Faces => {
+                let t0 = Instant::now();
+                let detect = self.detector.model.batcher.infer(first_rows.pop().unwrap_or_default(), deadline);
+                let det = detect.instrument(tracing::info_span!("detect")).await?;
+                let t1 = Instant::now();
+                let boxes = self.detector.faces(&det, width, height);
+                let decoded = t1.elapsed();
+                self.metrics.stage_seconds.with_label_values(&["detect_postprocess"]).observe(decoded.as_secs_f64());
+                t.detect_ms = ms(t0.elapsed());
+                self.metrics.faces.inc_by(boxes.len() as u64);
+
+                let t2 = Instant::now();
+                let cls_inputs = inputs.to_vec();
+                let (margin, border) = (self.crop_margin, self.crop_border);
+                let metrics = self.metrics.clone();
+                let crops = blocking(move || {
+                    let t0 = Instant::now();
+                    let crops = face_rows(&img, boxes, &cls_inputs, margin, border);
+                    metrics.stage_seconds.with_label_values(&["crop"]).observe(t0.elapsed().as_secs_f64());
+                    Ok::<_, CoreError>(crops)
+                })
+                .instrument(tracing::info_span!("crop"))
+                .await?;
+                t.crop_ms = ms(t2.elapsed());
+                crops
+            }
+        };
+        Ok(Prepared { width, height, faces, pdq })
+    }
+
+    /// The embedding `encoder` gives each face of a picture (or the whole picture), from the
+    /// same decode, detection and crops as scoring: what `dfserve embed` writes for training.
+    pub async fn embed(
+        &self,
+        picture: Picture,
+        encoder: &LoadedModel,
+        output: usize,
+        mode: Mode,
+        deadline: Instant,
+    ) -> Result<Embedded, CoreError> {
+        let mut t = ImageTimings::default();
+        let inputs = [encoder.config.input.clone()];
+        let Prepared { width, height, faces, .. } =
+            self.prepare(picture, &inputs, || encoder.batcher.check_capacity(), mode, false, deadline, &mut t).await?;
+        let runs = faces.into_iter().map(|(face, mut rows)| async move {
+            let out = encoder.batcher.infer(rows.pop().unwrap_or_default(), deadline).await?;
+            Ok::<_, CoreError>((face, out.rows[output].clone()))
+        });
+        let faces = futures::future::try_join_all(runs).await?;
+        Ok(Embedded { width, height, faces })
+    }
+}
+
+/// A picture's faces with their embeddings (see [`ImagePipeline::embed`]).
+pub struct Embedded {
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<(FaceBox, Vec<f32>)>,
 }
 
 impl ImagePipeline {

@@ -24,7 +24,7 @@ use crate::pipeline::crop::Border;
 use crate::runtime::SessionOptions;
 use crate::stats::ModelStats;
 use image::ImagePipeline;
-pub use image::{FaceResult, ImageOptions, ImageResult, ImageTimings, Mode, Picture};
+pub use image::{Embedded, FaceResult, ImageOptions, ImageResult, ImageTimings, Mode, Picture};
 pub use model::LoadedModel;
 use model::Sessions;
 pub use roles::{Classifier, FaceDetector};
@@ -86,30 +86,47 @@ impl InferCore {
     pub fn load(settings: CoreSettings, metrics: Arc<Metrics>) -> anyhow::Result<InferCore> {
         let env = crate::runtime::init_environment(&settings.ort_lib)?;
         let dir = crate::models::read_dir(&settings.model_dir)?;
-        let (mut configs, mut ensembles) = (dir.models, dir.ensembles);
+        let (mut configs, mut ensembles, mut probes) = (dir.models, dir.ensembles, dir.probes);
         if !settings.models.is_empty() {
+            // What each name brings: an ensemble its members, a probe its encoder.
             let mut wanted: Vec<String> = Vec::new();
-            for name in &settings.models {
-                if let Some(e) = ensembles.get(name) {
-                    // An ensemble brings its members.
-                    wanted.extend(e.members.iter().cloned());
-                } else if !configs.contains_key(name) {
+            let mut todo: Vec<String> = settings.models.clone();
+            while let Some(name) = todo.pop() {
+                if wanted.contains(&name) {
+                    continue;
+                }
+                if let Some(e) = ensembles.get(&name) {
+                    todo.extend(e.members.iter().cloned());
+                } else if let Some(p) = probes.get(&name) {
+                    todo.push(p.encoder.clone());
+                } else if !configs.contains_key(&name) {
                     bail!(
                         "--models names '{name}', which has no config in {} (have: {})",
                         settings.model_dir.display(),
-                        configs.keys().chain(ensembles.keys()).cloned().collect::<Vec<_>>().join(", ")
+                        configs
+                            .keys()
+                            .chain(ensembles.keys())
+                            .chain(probes.keys())
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                 }
-                wanted.push(name.clone());
+                wanted.push(name);
             }
             configs.retain(|name, _| wanted.contains(name));
-            ensembles.retain(|name, e| wanted.contains(name) || e.members.iter().all(|m| configs.contains_key(m)));
+            probes.retain(|name, p| wanted.contains(name) || configs.contains_key(&p.encoder));
+            ensembles.retain(|name, e| {
+                wanted.contains(name) || e.members.iter().all(|m| configs.contains_key(m) || probes.contains_key(m))
+            });
         }
-        let default_is_ensemble = ensembles.contains_key(&settings.default_model);
         match configs.get(&settings.default_model) {
+            // `dfserve embed` loads an encoder and the detector, and no classifier.
+            _ if settings.default_model.is_empty() => {}
             Some(c) if c.kind == ModelKind::Classifier => {}
             Some(_) => bail!("--default-model '{}' is not a classifier", settings.default_model),
-            None if default_is_ensemble => {}
+            None if ensembles.contains_key(&settings.default_model) || probes.contains_key(&settings.default_model) => {
+            }
             None => bail!("--default-model '{}' is not among the loaded models", settings.default_model),
         }
         match configs.get(&settings.detector) {
@@ -135,12 +152,16 @@ impl InferCore {
                 ModelKind::Detector if name == settings.detector => {
                     detector = Some(FaceDetector::resolve(model.clone())?);
                 }
-                ModelKind::Detector => {}
+                ModelKind::Detector | ModelKind::Encoder => {}
             }
             models.insert(name, model);
         }
+        for (name, cfg) in &probes {
+            classifiers.insert(name.clone(), Arc::new(Classifier::probe(cfg, &models)?));
+        }
         for (name, cfg) in &ensembles {
-            classifiers.insert(name.clone(), Arc::new(Classifier::ensemble(cfg, &models)?));
+            let ensemble = Classifier::ensemble(cfg, &classifiers)?;
+            classifiers.insert(name.clone(), Arc::new(ensemble));
         }
         let detector = detector.context("the --detector model was checked above")?;
         let pipeline = ImagePipeline {
@@ -256,6 +277,25 @@ impl InferCore {
             }
             None => Err(CoreError::ModelNotFound(format!("'{name}'"))),
         }
+    }
+
+    /// Each face's (or the whole picture's) embedding from encoder `encoder` (see
+    /// [`ImagePipeline::embed`]).
+    pub async fn embed_picture(
+        &self,
+        picture: Picture,
+        encoder: &str,
+        mode: Mode,
+        deadline: Instant,
+    ) -> Result<Embedded, CoreError> {
+        let model = self.models.get(encoder).ok_or_else(|| CoreError::ModelNotFound(format!("'{encoder}'")))?;
+        let output = model
+            .config
+            .encoder
+            .as_ref()
+            .and_then(|e| model.output_index(&e.output))
+            .ok_or_else(|| CoreError::BadRequest(format!("'{encoder}' is not an encoder (kind = \"encoder\")")))?;
+        self.pipeline.embed(picture, model, output, mode, deadline).await
     }
 
     /// Scores one picture (see [`ImagePipeline::score`]).

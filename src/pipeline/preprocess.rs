@@ -5,7 +5,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-use crate::models::{ChannelOrder, InputConfig, Layout, ResizeFilter};
+use crate::models::{ChannelOrder, Fit, InputConfig, Layout, ResizeFilter};
 
 /// A rectangle of the source image, in pixels. May extend past the image borders, in which case
 /// the outside is filled with black (zero) before resizing.
@@ -35,6 +35,17 @@ pub fn resize_region(img: &RgbImage, region: Region, width: u32, height: u32, fi
     let alg = match filter {
         ResizeFilter::Nearest => ResizeAlg::Nearest,
         ResizeFilter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+        // Bit-exact Pillow, which CLIP's preprocessing is defined by (see `resample`).
+        ResizeFilter::Bicubic => {
+            let bicubic = super::resample::BICUBIC;
+            if region.inside(img) {
+                let bx = (region.x, region.y, region.x + region.w, region.y + region.h);
+                return super::resample::resize_box(img, bx, width, height, bicubic);
+            }
+            let padded = padded_copy(img, region);
+            let whole = (0.0, 0.0, padded.width() as f64, padded.height() as f64);
+            return super::resample::resize_box(&padded, whole, width, height, bicubic);
+        }
     };
     let mut dst = Image::new(width, height, PixelType::U8x3);
     let mut resizer = Resizer::new();
@@ -108,9 +119,32 @@ pub fn pack(rgb: &[u8], cfg: &InputConfig, out: &mut [f32]) {
     }
 }
 
+/// `region` resized so its shorter side is `side` (the other side rounded as Python's `round`
+/// does, as CLIP's reference preprocessing computes it), then its centre `side` x `side` cut out.
+pub fn shortest_edge_center_crop(img: &RgbImage, region: Region, side: u32, filter: ResizeFilter) -> Vec<u8> {
+    let scale = side as f64 / region.w.min(region.h).max(f64::MIN_POSITIVE);
+    let new_w = ((region.w * scale).round_ties_even() as u32).max(side);
+    let new_h = ((region.h * scale).round_ties_even() as u32).max(side);
+    let resized = resize_region(img, region, new_w, new_h, filter);
+    if new_w == side && new_h == side {
+        return resized;
+    }
+    let (left, top) = (((new_w - side) / 2) as usize, ((new_h - side) / 2) as usize);
+    let (row, out_row) = (new_w as usize * 3, side as usize * 3);
+    let mut out = Vec::with_capacity(out_row * side as usize);
+    for y in top..top + side as usize {
+        let start = y * row + left * 3;
+        out.extend_from_slice(&resized[start..start + out_row]);
+    }
+    out
+}
+
 /// Crop + resize + pack in one call: the row a model gets for `region` of `img`.
 pub fn model_input(img: &RgbImage, region: Region, cfg: &InputConfig) -> Vec<f32> {
-    let rgb = resize_region(img, region, cfg.width, cfg.height, cfg.resize);
+    let rgb = match cfg.fit {
+        Fit::Stretch => resize_region(img, region, cfg.width, cfg.height, cfg.resize),
+        Fit::ShortestEdgeCenterCrop => shortest_edge_center_crop(img, region, cfg.width, cfg.resize),
+    };
     let mut out = vec![0.0; cfg.item_len()];
     pack(&rgb, cfg, &mut out);
     out
@@ -132,6 +166,7 @@ mod tests {
             mean: [127.0, 127.0, 127.0],
             std: [128.0, 128.0, 128.0],
             resize: ResizeFilter::Nearest,
+            fit: Fit::Stretch,
         }
     }
 
@@ -157,6 +192,21 @@ mod tests {
         let mut out = [0f32; 3];
         pack(&[255, 51, 0], &c, &mut out);
         assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] - 0.2).abs() < 1e-6 && out[2] == 0.0);
+    }
+
+    #[test]
+    fn centre_crop_keeps_the_middle_of_a_wide_region() {
+        // 8x4 image whose columns are numbered; shortest side 4 -> no resize needed, cut 4 wide.
+        let img = RgbImage::from_fn(8, 4, |x, _| Rgb([x as u8 * 10, 0, 0]));
+        let out = shortest_edge_center_crop(&img, Region::whole(&img), 4, ResizeFilter::Bicubic);
+        let first_row: Vec<u8> = out[..12].chunks(3).map(|p| p[0]).collect();
+        assert_eq!(first_row, vec![20, 30, 40, 50]);
+        assert_eq!(out.len(), 4 * 4 * 3);
+        // Tall: 4x8 cut to the middle rows 2..6.
+        let img = RgbImage::from_fn(4, 8, |_, y| Rgb([y as u8, 0, 0]));
+        let out = shortest_edge_center_crop(&img, Region::whole(&img), 4, ResizeFilter::Nearest);
+        let col: Vec<u8> = out.chunks(12).map(|r| r[0]).collect();
+        assert_eq!(col, vec![2, 3, 4, 5]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
 
-use crate::models::{Layout, ModelConfig};
+use crate::models::{Layout, ModelConfig, ModelKind};
 
 /// A batch's worth of one output tensor: `shape[0]` is the batch size.
 #[derive(Debug, Clone)]
@@ -126,9 +126,13 @@ impl OrtBackend {
         let session =
             builder.commit_from_file(model_path).map_err(|e| anyhow!("loading {}: {e}", model_path.display()))?;
         check_io(&session, cfg)?;
+        // An encoder's other outputs (CLIP's token states: 150 K floats a crop) are not copied
+        // out of the run: only the embedding its config names.
+        let wanted = cfg.output_names();
         let outputs = session
             .outputs()
             .iter()
+            .filter(|o| cfg.kind != ModelKind::Encoder || wanted.iter().any(|w| w == o.name()))
             .filter_map(|o| match o.dtype() {
                 ValueType::Tensor { ty: ort::value::TensorElementType::Float32, shape, .. } => {
                     Some(TensorSpec { name: o.name().to_string(), shape: shape.to_vec() })

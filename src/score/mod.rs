@@ -7,6 +7,7 @@
 //! flushed, so an interrupted run leaves a valid file that `--resume` continues.
 
 mod calibrate;
+pub mod embed;
 pub mod eval;
 mod labels;
 mod output;
@@ -157,7 +158,7 @@ async fn remote(
 }
 
 /// Every image file under `paths`, sorted, with the unreadable entries reported.
-fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths {
         for entry in walkdir::WalkDir::new(p).follow_links(true) {
@@ -182,7 +183,9 @@ fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Progress on a terminal as a bar; otherwise a plain line every few seconds.
-struct Progress {
+pub(crate) struct Progress {
+    /// The command that reports ("dfserve score").
+    pub what: &'static str,
     bar: Option<indicatif::ProgressBar>,
     total: u64,
     done: u64,
@@ -191,7 +194,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    pub(crate) fn new(total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(total);
             b.set_style(
@@ -202,10 +205,10 @@ impl Progress {
             );
             b
         });
-        Progress { bar, total, done: 0, started: Instant::now(), last_line: Instant::now() }
+        Progress { what: "dfserve score", bar, total, done: 0, started: Instant::now(), last_line: Instant::now() }
     }
 
-    fn inc(&mut self) {
+    pub(crate) fn inc(&mut self) {
         self.done += 1;
         if let Some(b) = &self.bar {
             b.inc(1);
@@ -213,11 +216,11 @@ impl Progress {
             self.last_line = Instant::now();
             let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             let eta = (self.total - self.done) as f64 / rate.max(1e-9);
-            eprintln!("dfserve score: {}/{} images, {rate:.1} images/s, ETA {eta:.0}s", self.done, self.total);
+            eprintln!("{}: {}/{} images, {rate:.1} images/s, ETA {eta:.0}s", self.what, self.done, self.total);
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish();
         }

@@ -63,6 +63,7 @@ fn audit_message(a: AuditRecord) -> pb::Audit {
                 sha256: m.sha256,
                 role: m.role.into(),
                 weight: m.weight.unwrap_or(0.0),
+                encoder: m.encoder.unwrap_or_default(),
             })
             .collect(),
         calibration_a: a.calibration.as_ref().map(|c| c.a),

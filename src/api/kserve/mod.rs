@@ -141,14 +141,15 @@ fn fp32_rows<'r>(
     Ok((values, rows))
 }
 
-/// An ensemble as a tensor model: the members' shared input, each row scored by every member
-/// through its own batcher and combined (and calibrated) as `/v1/detect` does.
+/// An ensemble or probe as a tensor model: the members' shared input, each row scored by every
+/// member through its own batcher and combined (and calibrated) as `/v1/detect` does.
 async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) -> Result<Vec<OutputTensor>, CoreError> {
-    let member = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
-    let (values, rows) = fp32_rows(core, req, &member.config.input.name, &member.input_shape())?;
+    let input = registry::classifier_input(c)?;
+    let shape: Vec<i64> = input.item_shape().iter().map(|d| *d as i64).collect();
+    let (values, rows) = fp32_rows(core, req, &input.name, &shape)?;
     c.check_capacity()?;
     let deadline = core.request_deadline();
-    let futures = values.chunks_exact(member.batcher.item_len()).map(|row| c.score(row.to_vec(), deadline));
+    let futures = values.chunks_exact(input.item_len()).map(|row| c.score(vec![row.to_vec()], deadline));
     let scored = tokio::time::timeout_at(deadline.into(), futures::future::join_all(futures))
         .await
         .map_err(|_| CoreError::DeadlineExceeded(core.settings().request_timeout))?

@@ -17,13 +17,14 @@ pub const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", 
 /// A model the protocol can address.
 pub enum Target<'a> {
     Tensor(&'a LoadedModel),
-    /// An ensemble classifier: face crops in, combined (and member) scores out.
+    /// A classifier that is not one ONNX model (an ensemble, or a probe head on an encoder):
+    /// face crops in, its (combined, calibrated) score and each member's out.
     Ensemble(Arc<Classifier>),
     Pipeline,
 }
 
 fn ensemble(core: &InferCore, name: &str) -> Option<Arc<Classifier>> {
-    core.classifier(Some(name)).ok().filter(|c| c.kind == "ensemble")
+    core.classifier(Some(name)).ok().filter(|c| c.kind != "model" && c.single_input().is_some())
 }
 
 const PIPELINE_VERSION: &str = "1";
@@ -34,7 +35,13 @@ pub fn resolve<'a>(core: &'a InferCore, name: &str, version: Option<&str>) -> Re
     } else if let Some(m) = core.model(name) {
         (Target::Tensor(m), m.config.version.clone())
     } else {
-        let c = ensemble(core, name).ok_or_else(|| CoreError::ModelNotFound(format!("'{name}'")))?;
+        let c = ensemble(core, name).ok_or_else(|| match core.classifier(Some(name)) {
+            // An ensemble of models with different inputs has no tensor form.
+            Ok(_) => CoreError::ModelNotFound(format!(
+                "'{name}' as a tensor model: it combines models that take different inputs; send encoded images to the pipeline model '{PIPELINE_MODEL}' with parameter model=\"{name}\""
+            )),
+            Err(_) => CoreError::ModelNotFound(format!("'{name}'")),
+        })?;
         let version = c.version().to_string();
         (Target::Ensemble(c), version)
     };
@@ -55,13 +62,28 @@ pub fn check_model(core: &InferCore, name: &str, version: Option<&str>) -> Resul
 /// Names of every model the protocol serves: each loaded ONNX model, each ensemble, then the
 /// pipeline.
 pub fn model_names(core: &InferCore) -> Vec<String> {
-    let ensembles = core.classifiers().filter(|c| c.kind == "ensemble").map(|c| c.name().to_string());
+    let ensembles =
+        core.classifiers().filter(|c| c.kind != "model" && c.single_input().is_some()).map(|c| c.name().to_string());
     core.loaded_models().map(|m| m.config.name.clone()).chain(ensembles).chain([PIPELINE_MODEL.to_string()]).collect()
 }
 
-/// Output names of an ensemble model: `SCORE`, then `SCORE_<member>` for each member.
+/// Output names of an ensemble or probe model: `SCORE`, then (ensembles) `SCORE_<member>` for
+/// each member.
 pub fn ensemble_outputs(c: &Classifier) -> Vec<String> {
-    std::iter::once("SCORE".to_string()).chain(c.models().map(|m| format!("SCORE_{}", m.config.name))).collect()
+    let members = c.members();
+    let per_member = members.iter().filter(|_| members.len() > 1).map(|m| format!("SCORE_{}", m.name));
+    std::iter::once("SCORE".to_string()).chain(per_member).collect()
+}
+
+/// The one input tensor of a classifier's tensor form, or why it has none.
+pub fn classifier_input(c: &Classifier) -> Result<&crate::models::InputConfig, CoreError> {
+    c.single_input().ok_or_else(|| {
+        CoreError::BadRequest(format!(
+            "'{}' combines models that take different inputs, so it has no tensor form; send encoded images to the pipeline model '{PIPELINE_MODEL}' with parameter model=\"{}\"",
+            c.name(),
+            c.name()
+        ))
+    })
 }
 
 /// Whether the model exists (and the version matches) and the server is ready.

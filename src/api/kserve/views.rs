@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::registry::{ensemble_outputs, model_names, resolve, Target, PIPELINE_INPUT};
+use super::registry::{classifier_input, ensemble_outputs, model_names, resolve, Target, PIPELINE_INPUT};
 use super::tensor::DataType;
 use crate::core::InferCore;
 use crate::error::CoreError;
@@ -117,15 +117,15 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
                 .collect(),
         },
         Target::Ensemble(c) => {
-            let m = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
+            let input = classifier_input(&c)?;
             ModelMetadata {
                 name: name.to_string(),
                 versions: vec![version],
                 platform: "dfserve_ensemble",
                 inputs: vec![TensorMetadata {
-                    name: m.config.input.name.clone(),
+                    name: input.name.clone(),
                     datatype: "FP32",
-                    shape: std::iter::once(-1).chain(m.input_shape()).collect(),
+                    shape: std::iter::once(-1).chain(input.item_shape().iter().map(|d| *d as i64)).collect(),
                 }],
                 outputs: ensemble_outputs(&c)
                     .into_iter()
@@ -197,13 +197,14 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
             dynamic_batching,
         },
         Target::Ensemble(c) => {
-            let m = c.models().next().ok_or_else(|| CoreError::Inference("an ensemble without members".into()))?;
+            let input = classifier_input(&c)?;
+            let dims = input.item_shape().iter().map(|d| *d as i64).collect();
             ModelConfigView {
                 name: name.to_string(),
                 platform: "dfserve_ensemble",
                 backend: "dfserve",
                 max_batch_size,
-                input: vec![tensor(&m.config.input.name, DataType::Fp32, None, m.input_shape())],
+                input: vec![tensor(&input.name, DataType::Fp32, None, dims)],
                 output: ensemble_outputs(&c).iter().map(|o| tensor(o, DataType::Fp32, None, vec![1])).collect(),
                 instance_group: vec![instances],
                 dynamic_batching,
