@@ -175,7 +175,7 @@ def fit_head(kind: str, c: float, x: np.ndarray, y: np.ndarray, seed: int):
     }
 
 
-CANDIDATES = [("logistic", 0.01), ("logistic", 0.1), ("logistic", 1.0), ("mlp", 1e-2), ("mlp", 1.0)]
+CANDIDATES = [("logistic", 0.001), ("logistic", 0.01), ("logistic", 0.1), ("logistic", 1.0), ("mlp", 1e-2), ("mlp", 1.0), ("mlp", 10.0)]
 
 
 def auc(y, s):
@@ -197,6 +197,9 @@ def main():
     ap.add_argument("--false-flag-rate", type=float, default=0.03, help="authentic faces at or above manipulated_from")
     ap.add_argument("--miss-rate", type=float, default=0.10, help="manipulated faces below authentic_below")
     ap.add_argument("--write", action="store_true", help="write models/<name>.toml")
+    ap.add_argument("--compare", action="store_true",
+                    help="also score the same files with meso4_df and meso4_f2f and report the MesoNet ensemble "
+                         "and probe + MesoNet ensembles on the left-out sets")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -238,6 +241,7 @@ def main():
     best = max(table, key=lambda k: table[k]["mean"])
     kind, c = CANDIDATES[list(table).index(best)]
     log(f"chosen by mean left-out AUC: {best}")
+    ensembles = compare_with_mesonet(args, files, data, kind, c) if args.compare else None
 
     # ---- final fit on a training split, calibration and bands on the held-out split ----
     rng = np.random.default_rng(args.seed)
@@ -281,6 +285,7 @@ def main():
     summary = {
         "head": best,
         "lodo": table,
+        "ensembles": ensembles,
         "calibration": {"a": a, "b": b, "rows": int(len(cy))},
         "bands": {
             "manipulated_from": manipulated_from,
@@ -294,6 +299,60 @@ def main():
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1))
     if args.write:
         write_config(args, enc, enc_sha, files, data, head, a, b, authentic_below, manipulated_from, summary, len(cy))
+
+
+def run_score(binary, model_dir, models, files, mode, out):
+    """`dfserve score` rows by path (cached)."""
+    if not out.exists():
+        tmp = out.with_suffix(".part")
+        log(f"scoring {len(files)} files with {models} ({mode}) -> {out}")
+        cmd = [str(binary), "score", "--model-dir", str(model_dir), "--model", models, "--mode", mode, "-o", str(tmp)]
+        subprocess.run(cmd + [str(p) for p, _ in files], check=True, stdout=subprocess.DEVNULL)
+        tmp.rename(out)
+    return {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+
+
+def logit(p):
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def compare_with_mesonet(args, files, data, kind, c):
+    """Left-out AUC of the MesoNet ensemble (mean of meso4_df and meso4_f2f) and of ensembles of
+    the probe with it, combined per face as dfserve combines members, on the same files."""
+    results = {}
+    for held in SETS:
+        xs, ys = zip(*(data[s].train_rows(range(len(data[s].files))) for s in SETS if s != held))
+        cfg = {"head": fit_head(kind, c, np.concatenate(xs), np.concatenate(ys), args.seed), "normalize": True}
+        d = data[held]
+        for mode in ["faces", "whole"]:
+            rows = run_score(args.binary, args.model_dir, "meso4_df,meso4_f2f", files[held], mode,
+                             args.work / f"{held}.meso.{mode}.jsonl")
+            series = {}
+            ys_ = []
+            for i, (p, lab) in enumerate(d.files):
+                emb = d.faces[i] if mode == "faces" else (None if d.whole[i] is None else d.whole[i][None, :])
+                r = rows.get(str(p), {}).get("models", {})
+                mdf = [f["score"] for f in r.get("meso4_df", {}).get("faces", [])]
+                mf2f = [f["score"] for f in r.get("meso4_f2f", {}).get("faces", [])]
+                if emb is None or len(mdf) != len(emb) or len(mf2f) != len(emb):
+                    continue
+                probe = head_scores(cfg, emb)
+                meso = (np.asarray(mdf) + np.asarray(mf2f)) / 2
+                combos = {"probe": probe, "meso4_ensemble": meso}
+                for w in (0.5, 0.67, 0.8):
+                    combos[f"mean w_probe={w}"] = w * probe + (1 - w) * meso
+                    lm = w * logit(probe) + (1 - w) / 2 * (logit(np.asarray(mdf)) + logit(np.asarray(mf2f)))
+                    combos[f"logit_mean w_probe={w}"] = 1 / (1 + np.exp(-lm))
+                for k, v in combos.items():
+                    series.setdefault(k, []).append(float(np.max(v)))
+                ys_.append(lab)
+            for k, v in series.items():
+                results.setdefault(k, {})[f"{held} {mode}"] = auc(np.asarray(ys_), np.asarray(v))
+    for k, v in results.items():
+        v["mean"] = float(np.mean(list(v.values())))
+        log(f"compare {k:<24} " + "  ".join(f"{kk}: {vv:.3f}" for kk, vv in v.items()))
+    return results
 
 
 def fmt(v):

@@ -48,9 +48,10 @@ pub struct EngineArgs {
     /// Load only these models (comma-separated); default: every config in --model-dir.
     #[arg(long, env = "DFSERVE_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
-    /// Classifier (a model or an ensemble) used when a request names none. The default
-    /// ensemble covers face swaps and face reenactment; name `meso4_df` for half the cost.
-    #[arg(long, env = "DFSERVE_DEFAULT_MODEL", default_value = "meso4_ensemble")]
+    /// Classifier (a model, probe or ensemble) used when a request names none. The default is
+    /// the CLIP probe, which generalises beyond FaceForensics++ (README: the default
+    /// classifier); name `meso4_df` for a tenth of the cost.
+    #[arg(long, env = "DFSERVE_DEFAULT_MODEL", default_value = "clip_probe")]
     pub default_model: String,
     /// Face detector model.
     #[arg(long, env = "DFSERVE_DETECTOR", default_value = "ultraface_rfb320")]
