@@ -34,7 +34,7 @@ async fn unary_detect_matches_the_http_api() {
         let (_, http) = s.detect(q, img).await;
         let want = http["results"][0]["score"].as_f64().unwrap();
         assert_eq!(r.id, "a1");
-        assert_eq!(r.model, "meso4_ensemble");
+        assert_eq!(r.model, "clip_probe");
         assert_eq!(r.status, "ok");
         assert!((r.score.unwrap() as f64 - want).abs() < 1e-6, "{file}: grpc {:?} http {want}", r.score);
         assert_eq!(r.label, http["results"][0]["label"].as_str().unwrap());

@@ -18,6 +18,13 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
+/// These tests are about the ensemble rules, so they run with `meso4_ensemble` as the default
+/// classifier (the shipped default is the CLIP probe): every server and CLI they start inherits
+/// DFSERVE_DEFAULT_MODEL. All of them set the same value, so running side by side is safe.
+fn pin_default() {
+    std::env::set_var("DFSERVE_DEFAULT_MODEL", "meso4_ensemble");
+}
+
 /// A copy of the model directory, with `extra` appended to the default ensemble's config.
 fn model_dir(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -41,6 +48,7 @@ async fn whole(s: &Server, query: &str, body: Vec<u8>) -> Value {
 
 #[tokio::test]
 async fn the_default_ensemble_is_the_mean_of_its_members() {
+    pin_default();
     let s = Server::start(&[]).await;
     for file in ["mesonet/df/df00204.jpg", "mesonet/real/real00240.jpg"] {
         let r = whole(&s, "", sample(file)).await;
@@ -60,6 +68,7 @@ async fn the_default_ensemble_is_the_mean_of_its_members() {
 
 #[tokio::test]
 async fn a_calibrated_ensemble_serves_the_calibrated_probability_and_bands_it() {
+    pin_default();
     let dir = model_dir("[calibration]\nmethod = \"platt\"\na = 2.0\nb = -1.0\n");
     let s = Server::start(&["--model-dir", dir.path().to_str().unwrap()]).await;
     let r = whole(&s, "", sample("mesonet/df/df00204.jpg")).await;
@@ -88,6 +97,7 @@ async fn a_calibrated_ensemble_serves_the_calibrated_probability_and_bands_it() 
 
 #[tokio::test]
 async fn results_that_cannot_be_judged_say_why() {
+    pin_default();
     let s = Server::start(&[]).await;
     // A crop smaller than --min-face-size (64 px) in whole mode.
     let small = image::load_from_memory(&sample("mesonet/df/df00204.jpg")).unwrap().resize_exact(
@@ -113,6 +123,7 @@ async fn results_that_cannot_be_judged_say_why() {
 
 #[tokio::test]
 async fn the_cli_gives_what_the_server_gives() {
+    pin_default();
     let s = Server::start(&[]).await;
     let data = tempfile::tempdir().unwrap();
     for (dir, file) in [("fake", "mesonet/df/df00204.jpg"), ("real", "mesonet/real/real00240.jpg")] {
@@ -147,6 +158,7 @@ async fn the_cli_gives_what_the_server_gives() {
 
 #[tokio::test]
 async fn an_audit_record_names_the_upload_and_every_model_that_ran() {
+    pin_default();
     use dfserve::api::grpc::pb::dfserve_v1::{detector_client::DetectorClient, DetectRequest};
     use sha2::{Digest, Sha256};
     let s = Server::start(&[]).await;
@@ -238,6 +250,7 @@ async fn an_audit_record_names_the_upload_and_every_model_that_ran() {
 
 #[tokio::test]
 async fn an_ensemble_is_also_a_kserve_tensor_model() {
+    pin_default();
     let s = Server::start(&[]).await;
     let infer = |model: &str| {
         let body = serde_json::json!({"inputs": [{"name": "input", "shape": [2, 256, 256, 3], "datatype": "FP32",

@@ -38,7 +38,7 @@ def test_score_and_serve_work_from_any_directory(prefix, samples, tmp_path):
     out = subprocess.run([str(prefix / "bin" / "dfserve"), "score", "--mode", "whole", str(image)], cwd="/",
                          capture_output=True, text=True, env=CLEAN, check=True)
     (row,) = [json.loads(line) for line in out.stdout.splitlines()]
-    assert row["models"]["meso4_ensemble"]["status"] == "ok", row
+    assert row["models"]["clip_probe"]["status"] == "ok", row
 
     proc = subprocess.Popen([str(prefix / "bin" / "dfserve"), "serve", "--host", "127.0.0.1", "--http-port", "0",
                              "--grpc-port", "0"], cwd="/", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
