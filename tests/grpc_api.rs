@@ -43,13 +43,15 @@ async fn unary_detect_matches_the_http_api() {
         assert_eq!(r.faces.len(), faces.len());
         for (g, h) in r.faces.iter().zip(faces) {
             assert_eq!(g.verdict, h["verdict"].as_str().unwrap());
+            // A single classifier (the default probe) lists no members.
             let members: Vec<(String, f64)> = h["members"]
                 .as_array()
-                .unwrap()
+                .cloned()
+                .unwrap_or_default()
                 .iter()
                 .map(|m| (m["model"].as_str().unwrap().to_string(), m["score"].as_f64().unwrap()))
                 .collect();
-            assert_eq!(g.members.len(), 2);
+            assert_eq!(g.members.len(), members.len());
             for (gm, (name, score)) in g.members.iter().zip(&members) {
                 assert_eq!(&gm.model, name);
                 assert!((gm.score as f64 - score).abs() < 1e-6);
@@ -86,6 +88,9 @@ async fn stream_keeps_order_tags_ids_and_survives_a_bad_image() {
             image: sample(files[i % 4]).into(),
             mode: Mode::Whole as i32,
             id: format!("img-{i}"),
+            // MesoNet gets all four FaceForensics++-style samples right; the order is what is
+            // tested here.
+            model: "meso4_df".into(),
             ..Default::default()
         })
         .collect();

@@ -30,6 +30,10 @@ fn pasted_photo(face: &[u8]) -> (Vec<u8>, (u32, u32, u32, u32)) {
     (encode(&bg, ImageFormat::Jpeg), (600, 300, 600 + face.width(), 300 + face.height()))
 }
 
+/// The tests below that count MesoNet's runs or compare its labels name the MesoNet ensemble as
+/// the default (the shipped default is the CLIP probe).
+const MESO: [&str; 2] = ["--default-model", "meso4_ensemble"];
+
 #[tokio::test]
 async fn sample_scores_match_the_reference_table() {
     let s = Server::start(&[]).await;
@@ -49,7 +53,7 @@ async fn sample_scores_match_the_reference_table() {
 
 #[tokio::test]
 async fn a_face_pasted_into_a_photo_is_found_and_scored_like_the_crop() {
-    let s = Server::start(&[]).await;
+    let s = Server::start(&MESO).await;
     for file in ["mesonet/df/df01254.jpg", "mesonet/real/real00240.jpg"] {
         let crop = sample(file);
         let (_, own) = s.detect("", crop.clone()).await;
@@ -203,7 +207,7 @@ async fn a_full_queue_answers_429_at_once_and_the_server_recovers() {
 
 #[tokio::test]
 async fn concurrent_requests_are_batched_together() {
-    let s = Server::start(&["--max-queue-delay-us", "5000", "--max-batch-size", "16"]).await;
+    let s = Server::start(&[MESO[0], MESO[1], "--max-queue-delay-us", "5000", "--max-batch-size", "16"]).await;
     let jpeg = sample("mesonet/df/df00204.jpg");
     let reqs = (0..32).map(|_| s.detect("?mode=whole", jpeg.clone()));
     for (status, body) in futures::future::join_all(reqs).await {
@@ -228,9 +232,13 @@ async fn models_health_and_metrics_endpoints() {
     assert_eq!(ready.status(), 200);
     let models: Value = s.client.get(s.url("/v1/models")).send().await.unwrap().json().await.unwrap();
     let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["meso4_df", "meso4_f2f", "mesoinception4_df", "mesoinception4_f2f", "ultraface_rfb320"]);
-    assert_eq!(models["models"][0]["input"]["layout"], "NHWC");
-    assert_eq!(models["models"][0]["output"]["score"], "fake_prob");
+    assert_eq!(
+        names,
+        ["clip_vitb16", "meso4_df", "meso4_f2f", "mesoinception4_df", "mesoinception4_f2f", "ultraface_rfb320"]
+    );
+    assert_eq!(models["models"][0]["kind"], "encoder");
+    assert_eq!(models["models"][1]["input"]["layout"], "NHWC");
+    assert_eq!(models["models"][1]["output"]["score"], "fake_prob");
     let (status, _) = s.detect("", sample("mesonet/df/df00204.jpg")).await;
     assert_eq!(status, 200);
     let m = s.metrics().await;
@@ -373,7 +381,7 @@ fn startup_errors_are_clear_and_exit_non_zero() {
 
 #[tokio::test]
 async fn lone_requests_take_the_solo_session_and_concurrent_ones_the_workers() {
-    let s = Server::start(&["--instances", "2", "--intra-threads", "1", "--solo-threads", "2"]).await;
+    let s = Server::start(&[MESO[0], MESO[1], "--instances", "2", "--intra-threads", "1", "--solo-threads", "2"]).await;
     let jpeg = sample("mesonet/df/df00204.jpg");
     let counts = |m: &str| {
         (
