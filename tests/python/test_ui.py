@@ -74,7 +74,9 @@ def assets(tmp_path_factory, samples):
 def ui_server(tmp_path_factory, assets):
     keys = tmp_path_factory.mktemp("ui-keys") / "keys.txt"
     keys.write_text(f"admin:{ADMIN}\n{REVIEWER}\n")
-    s = Server("--api-key-file", str(keys), "--c2pa-trust-anchors", str(assets["anchors"]))
+    # The page's ensemble view (member scores) is under test: the MesoNet ensemble is the default.
+    s = Server("--api-key-file", str(keys), "--c2pa-trust-anchors", str(assets["anchors"]),
+               "--default-model", "meso4_ensemble")
     # A known-content list holding the manipulated sample's PDQ, so its card shows a match.
     h = json.loads(subprocess.run([str(BIN), "hash", str(assets["fake"])], capture_output=True, text=True,
                                   check=True).stdout)
@@ -188,7 +190,7 @@ def test_the_page_asks_for_a_key_and_keeps_it_out_of_urls(ui_server, browser):
     assert js(browser, "return sessionStorage.getItem('dfserve.apiKey')") == REVIEWER
     assert REVIEWER not in browser.current_url
     # The model list comes from the server, the default selected.
-    assert browser.find_element(By.ID, "model").get_attribute("value") == "clip_probe"
+    assert browser.find_element(By.ID, "model").get_attribute("value") == "meso4_ensemble"
 
 
 def box_geometry(driver, card_el):
@@ -343,7 +345,7 @@ def test_decisions_by_keyboard_are_stored_and_exported_for_score_labels(ui_serve
     expect = api_detect(ui_server, assets["fake"])
     assert mine["decision"] == "manipulated" and mine["note"] == "same face as case 1042"
     assert abs(mine["shown"]["score"] - expect["score"]) < 1e-6 and mine["shown"]["verdict"] == expect["verdict"]
-    assert mine["shown"]["model"] == "clip_probe@1" and mine["shown"]["matches"] == ["known-ncii/case-1042"]
+    assert mine["shown"]["model"] == "meso4_ensemble@1" and mine["shown"]["matches"] == ["known-ncii/case-1042"]
     assert set(mine["shown"]["faces"][0]["members"]) == {"meso4_df", "meso4_f2f"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", mine["decided_at"])
     assert on_fake[key_id(REVIEWER)]["decision"] == "unsure"
