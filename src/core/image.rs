@@ -175,17 +175,12 @@ impl ImagePipeline {
         let started = Instant::now();
         let mut t = ImageTimings::default();
         let classifier = &opts.classifier;
-        let Prepared { width, height, faces, pdq } = self
-            .prepare(
-                picture,
-                classifier.inputs(),
-                || classifier.check_capacity(),
-                opts.mode,
-                opts.pdq,
-                deadline,
-                &mut t,
-            )
-            .await?;
+        if opts.mode == Mode::Whole {
+            // Whole mode feeds the classifier first: refuse before decoding when it is full.
+            classifier.check_capacity()?;
+        }
+        let Prepared { width, height, faces, pdq } =
+            self.prepare(picture, classifier.inputs(), opts.mode, opts.pdq, deadline, &mut t).await?;
 
         // Every face is its own batch entry, so faces of this and other requests batch together.
         let t3 = Instant::now();
@@ -248,30 +243,25 @@ struct Prepared {
 
 impl ImagePipeline {
     /// Decode, detect and crop: everything before the classifier, shared by scoring and by
-    /// `dfserve embed`, so a head is trained on exactly the crops it is served. `check` refuses
-    /// at once, before decoding, when the queue that `whole` mode feeds first is full.
-    #[allow(clippy::too_many_arguments)]
+    /// `dfserve embed`, so a head is trained on exactly the crops it is served. In `whole` mode
+    /// the caller has checked the capacity of the queues the rows go to.
     async fn prepare(
         &self,
         picture: Picture,
         inputs: &[InputConfig],
-        check: impl Fn() -> Result<(), CoreError>,
         mode: Mode,
         want_pdq: bool,
         deadline: Instant,
         t: &mut ImageTimings,
     ) -> Result<Prepared, CoreError> {
         let started = Instant::now();
-        // Refuse at once, before decoding, when the first queue is already full.
+        // Refuse at once, before decoding, when the detector's queue is already full.
         let first_inputs: Vec<InputConfig> = match mode {
             Mode::Faces => {
                 self.detector.model.batcher.check_capacity()?;
                 vec![self.detector.model.config.input.clone()]
             }
-            Mode::Whole => {
-                check()?;
-                inputs.to_vec()
-            }
+            Mode::Whole => inputs.to_vec(),
         };
         let permit = match &picture {
             Picture::Encoded(bytes) => Some(self.admit_decode(bytes)?),
@@ -357,8 +347,11 @@ impl ImagePipeline {
     ) -> Result<Embedded, CoreError> {
         let mut t = ImageTimings::default();
         let inputs = [encoder.config.input.clone()];
+        if mode == Mode::Whole {
+            encoder.batcher.check_capacity()?;
+        }
         let Prepared { width, height, faces, .. } =
-            self.prepare(picture, &inputs, || encoder.batcher.check_capacity(), mode, false, deadline, &mut t).await?;
+            self.prepare(picture, &inputs, mode, false, deadline, &mut t).await?;
         let runs = faces.into_iter().map(|(face, mut rows)| async move {
             let out = encoder.batcher.infer(rows.pop().unwrap_or_default(), deadline).await?;
             Ok::<_, CoreError>((face, out.rows[output].clone()))

@@ -37,7 +37,7 @@ impl LoadedModel {
 
     /// Shape of one batch row of the input (without the batch dimension).
     pub fn input_shape(&self) -> Vec<i64> {
-        self.config.input.item_shape().iter().map(|d| *d as i64).collect()
+        self.config.input.shape()
     }
 
     /// Loads `config`'s ONNX file from `model_dir` (checking its sha256) into `sessions`

@@ -24,9 +24,6 @@ use crate::pipeline::detect::FaceBox;
 /// probe head on an encoder's embedding.
 #[derive(Clone)]
 pub struct Member {
-    /// The classifier's name (the probe's for a probe, not its encoder's).
-    pub name: String,
-    pub version: String,
     /// The ONNX model it runs: the classifier, or the probe's encoder.
     pub model: Arc<LoadedModel>,
     output_index: usize,
@@ -50,15 +47,7 @@ impl Member {
         let output_index = model
             .output_index(&out.score)
             .with_context(|| format!("classifier '{name}': the session has no output '{}'", out.score))?;
-        Ok(Member {
-            name: name.clone(),
-            version: model.config.version.clone(),
-            output_index,
-            scorer: MemberScorer::Direct(out.direction),
-            weight,
-            slot: 0,
-            model,
-        })
+        Ok(Member { output_index, scorer: MemberScorer::Direct(out.direction), weight, slot: 0, model })
     }
 
     fn probe(cfg: &ProbeConfig, models: &BTreeMap<String, Arc<LoadedModel>>) -> anyhow::Result<Member> {
@@ -95,8 +84,6 @@ impl Member {
             );
         }
         Ok(Member {
-            name: name.clone(),
-            version: cfg.version.clone(),
             model: model.clone(),
             output_index,
             scorer: MemberScorer::Probe(Arc::new(cfg.clone())),
@@ -112,6 +99,22 @@ impl Member {
             MemberScorer::Direct(ScoreDirection::HigherIsManipulated) => row[0],
             MemberScorer::Direct(ScoreDirection::HigherIsAuthentic) => 1.0 - row[0],
             MemberScorer::Probe(p) => p.score(row),
+        }
+    }
+
+    /// The classifier's name: the probe's for a probe (not its encoder's), else the model's.
+    pub fn name(&self) -> &str {
+        match &self.scorer {
+            MemberScorer::Probe(p) => &p.name,
+            MemberScorer::Direct(_) => &self.model.config.name,
+        }
+    }
+
+    /// The classifier's version, as `name`.
+    pub fn version(&self) -> &str {
+        match &self.scorer {
+            MemberScorer::Probe(p) => &p.version,
+            MemberScorer::Direct(_) => &self.model.config.version,
         }
     }
 
@@ -240,11 +243,6 @@ impl Classifier {
         &self.version
     }
 
-    /// The ONNX models behind this classifier, one per member (a probe's is its encoder).
-    pub fn models(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
-        self.members.iter().map(|m| &m.model)
-    }
-
     /// The members, in config order.
     pub fn members(&self) -> &[Member] {
         &self.members
@@ -299,16 +297,18 @@ impl Classifier {
                 rows.len()
             )));
         }
-        let scores: Vec<f32> = if let [only] = self.members.as_slice() {
-            let row = rows.pop().unwrap_or_default();
-            vec![only.score(&only.model.batcher.infer(row, deadline).await?)]
-        } else {
-            let runs = self.members.iter().map(|m| {
-                let row = rows[m.slot].clone();
-                async move { Ok::<_, CoreError>(m.score(&m.model.batcher.infer(row, deadline).await?)) }
+        // Each member's batcher takes its row by value: the last member reading a slot gets that
+        // slot's row itself, the others a copy.
+        let mut member_rows = Vec::with_capacity(self.members.len());
+        for (i, m) in self.members.iter().enumerate() {
+            let read_later = self.members[i + 1..].iter().any(|later| later.slot == m.slot);
+            member_rows.push(if read_later { rows[m.slot].clone() } else { std::mem::take(&mut rows[m.slot]) });
+        }
+        let runs =
+            self.members.iter().zip(member_rows).map(|(m, row)| async move {
+                Ok::<_, CoreError>(m.score(&m.model.batcher.infer(row, deadline).await?))
             });
-            futures::future::try_join_all(runs).await?
-        };
+        let scores = futures::future::try_join_all(runs).await?;
         Ok(self.combine_scores(&scores))
     }
 
@@ -317,7 +317,11 @@ impl Classifier {
         let weights: Vec<f32> = self.members.iter().map(|m| m.weight).collect();
         let combined = combine(self.combine, &weights, scores);
         let members = if self.members.len() > 1 {
-            self.members.iter().zip(scores).map(|(m, s)| MemberScore { model: m.name.clone(), score: *s }).collect()
+            self.members
+                .iter()
+                .zip(scores)
+                .map(|(m, s)| MemberScore { model: m.name().to_string(), score: *s })
+                .collect()
         } else {
             Vec::new()
         };

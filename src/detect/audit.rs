@@ -54,8 +54,8 @@ pub fn record(upload: &[u8], opts: &DetectOptions, core: &InferCore) -> AuditRec
         .members()
         .iter()
         .map(|m| AuditModel {
-            name: m.name.clone(),
-            version: m.version.clone(),
+            name: m.name().to_string(),
+            version: m.version().to_string(),
             sha256: m.model.config.sha256.to_lowercase(),
             role: "classifier",
             weight: Some(m.weight),

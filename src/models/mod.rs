@@ -105,6 +105,11 @@ impl InputConfig {
         self.width as usize * self.height as usize * 3
     }
 
+    /// Shape of one batch row, without the batch dimension, as tensor protocols spell it.
+    pub fn shape(&self) -> Vec<i64> {
+        self.item_shape().iter().map(|d| *d as i64).collect()
+    }
+
     /// Shape of one batch row, without the batch dimension.
     pub fn item_shape(&self) -> [usize; 3] {
         let (h, w) = (self.height as usize, self.width as usize);

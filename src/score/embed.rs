@@ -41,12 +41,11 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut progress = Progress::new(files.len() as u64);
-    progress.what = "dfserve embed";
+    let mut progress = Progress::new("dfserve embed", files.len() as u64);
     let (core, name, mode) = (&core, args.encoder.as_str(), args.mode);
     let mut rows = futures::stream::iter(files)
         .map(|path| async move {
-            let row = match tokio::fs::read(&path).await {
+            match tokio::fs::read(&path).await {
                 Err(e) => json!({"path": path, "error": format!("cannot read file: {e}")}),
                 Ok(bytes) => {
                     let picture = Picture::Encoded(Bytes::from(bytes));
@@ -64,8 +63,7 @@ pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
                         }),
                     }
                 }
-            };
-            row
+            }
         })
         .buffer_unordered(args.jobs.max(1));
     let mut errors = 0usize;

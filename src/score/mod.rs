@@ -185,7 +185,7 @@ pub(crate) fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
 /// Progress on a terminal as a bar; otherwise a plain line every few seconds.
 pub(crate) struct Progress {
     /// The command that reports ("dfserve score").
-    pub what: &'static str,
+    what: &'static str,
     bar: Option<indicatif::ProgressBar>,
     total: u64,
     done: u64,
@@ -194,7 +194,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(total: u64) -> Progress {
+    pub(crate) fn new(what: &'static str, total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(total);
             b.set_style(
@@ -205,7 +205,7 @@ impl Progress {
             );
             b
         });
-        Progress { what: "dfserve score", bar, total, done: 0, started: Instant::now(), last_line: Instant::now() }
+        Progress { what, bar, total, done: 0, started: Instant::now(), last_line: Instant::now() }
     }
 
     pub(crate) fn inc(&mut self) {
@@ -287,7 +287,7 @@ pub async fn run(args: ScoreArgs) -> anyhow::Result<()> {
     };
 
     let mut writer = output::Writer::open(args.output.as_deref(), format, &models, args.resume)?;
-    let mut progress = Progress::new(files.len() as u64);
+    let mut progress = Progress::new("dfserve score", files.len() as u64);
     let scorer = &scorer;
     let labels = &labels;
     let models_ref = &models;

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import tomllib
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -184,3 +185,30 @@ def test_every_front_end_gives_the_same_scores(server, samples, tmp_path):
         np.testing.assert_allclose(r.as_numpy("SCORE")[:, 0], want, atol=1e-5)
     meta = h.get_model_metadata("clip_probe")
     assert meta["inputs"] == [{"name": "pixel_values", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]
+
+
+def test_an_ensemble_of_a_probe_and_mesonets_crops_once_per_input(server, samples):
+    """clip_meso_ensemble mixes a 224-px CLIP input with 256-px MesoNet inputs: each member's
+    score is what it serves alone, the combination is the configured logit_mean, and it has no
+    tensor form in KServe (404 that names the pipeline model)."""
+    def detect(model, body):
+        req = urllib.request.Request(f"http://{server.http}/v1/detect?mode=whole&model={model}", data=body)
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())["results"][0]
+
+    for p in sorted(samples.glob("*/*.jpg")):
+        body = p.read_bytes()
+        face = detect("clip_meso_ensemble", body)["faces"][0]
+        members = {m["model"]: m["score"] for m in face["members"]}
+        assert list(members) == ["clip_probe", "meso4_df", "meso4_f2f"]
+        assert members["clip_probe"] == pytest.approx(detect("clip_probe", body)["faces"][0]["raw_score"], abs=1e-6)
+        for m in ["meso4_df", "meso4_f2f"]:
+            assert members[m] == pytest.approx(detect(m, body)["score"], abs=1e-6)
+        logit = lambda x: np.log(x / (1 - x))  # noqa: E731
+        z = 0.8 * logit(members["clip_probe"]) + 0.1 * logit(members["meso4_df"]) + 0.1 * logit(members["meso4_f2f"])
+        assert face["score"] == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-5), p
+    try:
+        urllib.request.urlopen(f"http://{server.http}/v2/models/clip_meso_ensemble")
+        raise AssertionError("expected 404")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404 and "pipeline model" in json.loads(e.read())["error"]

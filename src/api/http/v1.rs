@@ -163,7 +163,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
                 "name": c.name(),
                 "version": c.version(),
                 "kind": c.kind,
-                "members": c.members().iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+                "members": c.members().iter().map(|m| m.name().to_string()).collect::<Vec<_>>(),
                 "encoder": c.members().iter().find_map(|m| m.probe_config().map(|p| p.encoder.clone())),
                 "provenance": c.members().iter().find_map(|m| m.probe_config().and_then(|p| p.provenance.clone())),
                 "threshold": c.threshold,

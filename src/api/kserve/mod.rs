@@ -145,8 +145,7 @@ fn fp32_rows<'r>(
 /// member through its own batcher and combined (and calibrated) as `/v1/detect` does.
 async fn infer_ensemble(core: &InferCore, c: &Classifier, req: &InferRequest) -> Result<Vec<OutputTensor>, CoreError> {
     let input = registry::classifier_input(c)?;
-    let shape: Vec<i64> = input.item_shape().iter().map(|d| *d as i64).collect();
-    let (values, rows) = fp32_rows(core, req, &input.name, &shape)?;
+    let (values, rows) = fp32_rows(core, req, &input.name, &input.shape())?;
     c.check_capacity()?;
     let deadline = core.request_deadline();
     let futures = values.chunks_exact(input.item_len()).map(|row| c.score(vec![row.to_vec()], deadline));

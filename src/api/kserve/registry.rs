@@ -23,8 +23,16 @@ pub enum Target<'a> {
     Pipeline,
 }
 
-fn ensemble(core: &InferCore, name: &str) -> Option<Arc<Classifier>> {
-    core.classifier(Some(name)).ok().filter(|c| c.kind != "model" && c.single_input().is_some())
+/// Whether a classifier is a tensor model of its own: not a plain ONNX model (that one is served
+/// as itself), and with one input spec for all members.
+fn has_tensor_form(c: &Classifier) -> bool {
+    c.kind != "model" && c.single_input().is_some()
+}
+
+fn no_tensor_form(name: &str) -> CoreError {
+    CoreError::ModelNotFound(format!(
+        "'{name}' as a tensor model: it combines models that take different inputs; send encoded images to the pipeline model '{PIPELINE_MODEL}' with parameter model=\"{name}\""
+    ))
 }
 
 const PIPELINE_VERSION: &str = "1";
@@ -35,13 +43,11 @@ pub fn resolve<'a>(core: &'a InferCore, name: &str, version: Option<&str>) -> Re
     } else if let Some(m) = core.model(name) {
         (Target::Tensor(m), m.config.version.clone())
     } else {
-        let c = ensemble(core, name).ok_or_else(|| match core.classifier(Some(name)) {
-            // An ensemble of models with different inputs has no tensor form.
-            Ok(_) => CoreError::ModelNotFound(format!(
-                "'{name}' as a tensor model: it combines models that take different inputs; send encoded images to the pipeline model '{PIPELINE_MODEL}' with parameter model=\"{name}\""
-            )),
-            Err(_) => CoreError::ModelNotFound(format!("'{name}'")),
-        })?;
+        let c = match core.classifier(Some(name)) {
+            Ok(c) if has_tensor_form(&c) => c,
+            Ok(_) => return Err(no_tensor_form(name)),
+            Err(_) => return Err(CoreError::ModelNotFound(format!("'{name}'"))),
+        };
         let version = c.version().to_string();
         (Target::Ensemble(c), version)
     };
@@ -62,8 +68,7 @@ pub fn check_model(core: &InferCore, name: &str, version: Option<&str>) -> Resul
 /// Names of every model the protocol serves: each loaded ONNX model, each ensemble, then the
 /// pipeline.
 pub fn model_names(core: &InferCore) -> Vec<String> {
-    let ensembles =
-        core.classifiers().filter(|c| c.kind != "model" && c.single_input().is_some()).map(|c| c.name().to_string());
+    let ensembles = core.classifiers().filter(|c| has_tensor_form(c)).map(|c| c.name().to_string());
     core.loaded_models().map(|m| m.config.name.clone()).chain(ensembles).chain([PIPELINE_MODEL.to_string()]).collect()
 }
 
@@ -71,19 +76,13 @@ pub fn model_names(core: &InferCore) -> Vec<String> {
 /// each member.
 pub fn ensemble_outputs(c: &Classifier) -> Vec<String> {
     let members = c.members();
-    let per_member = members.iter().filter(|_| members.len() > 1).map(|m| format!("SCORE_{}", m.name));
+    let per_member = members.iter().filter(|_| members.len() > 1).map(|m| format!("SCORE_{}", m.name()));
     std::iter::once("SCORE".to_string()).chain(per_member).collect()
 }
 
 /// The one input tensor of a classifier's tensor form, or why it has none.
 pub fn classifier_input(c: &Classifier) -> Result<&crate::models::InputConfig, CoreError> {
-    c.single_input().ok_or_else(|| {
-        CoreError::BadRequest(format!(
-            "'{}' combines models that take different inputs, so it has no tensor form; send encoded images to the pipeline model '{PIPELINE_MODEL}' with parameter model=\"{}\"",
-            c.name(),
-            c.name()
-        ))
-    })
+    c.single_input().ok_or_else(|| no_tensor_form(c.name()))
 }
 
 /// Whether the model exists (and the version matches) and the server is ready.

@@ -125,7 +125,7 @@ pub fn metadata(core: &InferCore, name: &str, version: Option<&str>) -> Result<M
                 inputs: vec![TensorMetadata {
                     name: input.name.clone(),
                     datatype: "FP32",
-                    shape: std::iter::once(-1).chain(input.item_shape().iter().map(|d| *d as i64)).collect(),
+                    shape: std::iter::once(-1).chain(input.shape()).collect(),
                 }],
                 outputs: ensemble_outputs(&c)
                     .into_iter()
@@ -198,13 +198,12 @@ pub fn config(core: &InferCore, name: &str, version: Option<&str>) -> Result<Mod
         },
         Target::Ensemble(c) => {
             let input = classifier_input(&c)?;
-            let dims = input.item_shape().iter().map(|d| *d as i64).collect();
             ModelConfigView {
                 name: name.to_string(),
                 platform: "dfserve_ensemble",
                 backend: "dfserve",
                 max_batch_size,
-                input: vec![tensor(&input.name, DataType::Fp32, None, dims)],
+                input: vec![tensor(&input.name, DataType::Fp32, None, input.shape())],
                 output: ensemble_outputs(&c).iter().map(|o| tensor(o, DataType::Fp32, None, vec![1])).collect(),
                 instance_group: vec![instances],
                 dynamic_batching,
