@@ -60,6 +60,10 @@ pub enum CoreError {
     /// Models are still loading or warming up, or the server is draining for shutdown.
     #[error("{0}")]
     Unavailable(String),
+    /// The data dir's database (or another store) failed; nothing was changed, and the caller
+    /// should retry later. Detection does not depend on it.
+    #[error("{0}")]
+    Storage(String),
     /// ONNX Runtime failed on a batch; only the requests in that batch fail.
     #[error("inference failed: {0}")]
     Inference(String),
@@ -71,7 +75,11 @@ impl CoreError {
     pub fn fails_whole_request(&self) -> bool {
         matches!(
             self,
-            CoreError::QueueFull(_) | CoreError::Busy(_) | CoreError::DeadlineExceeded(_) | CoreError::Unavailable(_)
+            CoreError::QueueFull(_)
+                | CoreError::Busy(_)
+                | CoreError::DeadlineExceeded(_)
+                | CoreError::Unavailable(_)
+                | CoreError::Storage(_)
         )
     }
 
@@ -95,7 +103,14 @@ impl CoreError {
             CoreError::QueueFull(_) => "queue_full",
             CoreError::DeadlineExceeded(_) => "deadline_exceeded",
             CoreError::Unavailable(_) => "unavailable",
+            CoreError::Storage(_) => "storage_unavailable",
             CoreError::Inference(_) => "inference_failed",
         }
+    }
+}
+
+impl From<crate::datastore::StorageError> for CoreError {
+    fn from(e: crate::datastore::StorageError) -> CoreError {
+        CoreError::Storage(format!("{e}; nothing was changed, retry later"))
     }
 }

@@ -37,12 +37,15 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         vpdq_list_pct: args.vpdq_list_match,
     };
     let dir = args.data_dir.clone();
-    let (lists, decisions) = tokio::task::spawn_blocking(move || {
-        let db = crate::datastore::open(&dir)?;
-        let lists = crate::hashlists::HashLists::from_db(db.clone(), rules)?;
-        anyhow::Ok((lists, crate::decisions::Decisions::from_db(db)?))
+    let (import_budget, decision_quota) = (args.max_import_memory_bytes, args.max_decision_bytes_per_key);
+    let (storage, lists, decisions) = tokio::task::spawn_blocking(move || {
+        let db = crate::datastore::DataStore::open(&dir)?;
+        let lists = crate::hashlists::HashLists::from_db(db.clone(), rules)?.with_import_budget(import_budget);
+        let decisions = crate::decisions::Decisions::from_db(db.clone(), decision_quota)?;
+        anyhow::Ok((db, lists, decisions))
     })
     .await??;
+    storage.register(&core.metrics.registry)?;
     tracing::info!(data_dir = %args.data_dir.display(), lists = lists.summaries().len(), "hash lists loaded");
     let provenance = ProvenanceReader::from_file(args.c2pa_trust_anchors.as_deref(), READ_TIMEOUT)?;
     let detector = Arc::new(
@@ -107,6 +110,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             public_metrics: args.public_metrics,
             bodies: bodies.clone(),
             decisions: Some(Arc::new(decisions)),
+            storage: Some(storage.clone()),
         },
     );
     let http = serve_http(http_listener, app, tls.as_ref(), args.http_header_timeout, stopped(stop_rx.clone()));

@@ -96,6 +96,14 @@ pub struct ServeArgs {
     /// Where state that must last lives: the hash lists and reviewers' decisions (`dfserve.redb`).
     #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir())]
     pub data_dir: PathBuf,
+    /// Memory that hash-list imports in progress may take at once; an import takes about 6x
+    /// its body, and one beyond the budget is refused with 429 `busy` (one import always runs).
+    #[arg(long, env = "DFSERVE_MAX_IMPORT_MEMORY_BYTES", default_value_t = 768 * 1024 * 1024)]
+    pub max_import_memory_bytes: usize,
+    /// Bytes of decisions one API key (reviewer) may have stored; past it, its new decisions
+    /// are refused with 403 (replacing its own with smaller ones still works).
+    #[arg(long, env = "DFSERVE_MAX_DECISION_BYTES_PER_KEY", default_value_t = 128 * 1024 * 1024)]
+    pub max_decision_bytes_per_key: u64,
     /// A PDQ hash matches a list entry at this Hamming distance or less (of 256 bits; Meta's
     /// suggested threshold is 31).
     #[arg(long, env = "DFSERVE_PDQ_MAX_DISTANCE", default_value_t = 31)]

@@ -12,196 +12,121 @@
 //! them. A reviewer with a key could write anything there; the record says what that reviewer
 //! saw and decided, which is what an audit asks.
 
+mod export;
+mod model;
 mod store;
+
+pub use export::{csv_cell, csv_rows, csv_uncell, to_csv};
+pub use model::{check_sha256, Call, Decision, Shown, ShownFace, MAX_TEXT};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::datastore::{DataStore, StorageError};
+use crate::error::CoreError;
 use store::Store;
 
-/// A reviewer's call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Call {
-    Manipulated,
-    Authentic,
-    Unsure,
-}
-
-impl Call {
-    /// The `--labels` word: `fake`, `real`, or `unsure` (which scoring skips).
-    pub fn label(self) -> &'static str {
-        match self {
-            Call::Manipulated => "fake",
-            Call::Authentic => "real",
-            Call::Unsure => "unsure",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Call::Manipulated => "manipulated",
-            Call::Authentic => "authentic",
-            Call::Unsure => "unsure",
-        }
-    }
-}
-
-/// One face (image) or face track (video) as shown: its score and its ensemble members'.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShownFace {
-    pub score: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
-    /// Ensemble member scores, by model name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub members: BTreeMap<String, f32>,
-}
-
-/// What the reviewer was shown when deciding.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Shown {
-    /// `name` or `name@version` of the classifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-    /// `manipulated` / `authentic` at the threshold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// The verdict band (`likely_manipulated`, `uncertain`, `likely_authentic`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub faces: Vec<ShownFace>,
-    /// Hash-list matches as `list/id`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub matches: Vec<String>,
-    /// The C2PA state (`absent`, `invalid`, `valid`, `trusted`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub c2pa: Option<String>,
-}
-
-/// A decision as stored and exported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    /// SHA-256 of the media's bytes, lowercase hex.
-    pub sha256: String,
-    pub decision: Call,
-    /// The reviewer's key id, or `anonymous`.
-    pub reviewer: String,
-    /// RFC 3339, UTC, milliseconds.
-    pub decided_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
-    /// `image` or `video`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub shown: Shown,
-    /// The hash list the item was added to with this decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub added_to_list: Option<String>,
-}
-
-/// Longest free text accepted in a decision (file name, note, model, labels).
-const MAX_TEXT: usize = 1000;
-/// Most faces or tracks recorded with one decision.
-const MAX_FACES: usize = 1000;
-
-fn check_text(what: &str, s: &str) -> anyhow::Result<()> {
-    if s.chars().count() > MAX_TEXT {
-        bail!("{what} is over {MAX_TEXT} characters");
-    }
-    if s.chars().any(|c| c.is_control() && c != '\t') {
-        bail!("{what} holds control characters");
-    }
-    Ok(())
-}
-
-fn check_score(what: &str, s: Option<f32>) -> anyhow::Result<()> {
-    match s {
-        Some(v) if !(0.0..=1.0).contains(&v) => bail!("{what} {v} is not a score between 0 and 1"),
-        _ => Ok(()),
-    }
-}
-
-/// Checks a SHA-256 hex digest and returns it lowercased.
-pub fn check_sha256(s: &str) -> anyhow::Result<String> {
-    let s = s.trim().to_ascii_lowercase();
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("sha256 must be 64 hex digits, got '{s}'");
-    }
-    Ok(s)
-}
-
-impl Decision {
-    /// Checks what a client sent; the store keeps only decisions that pass.
-    pub fn validate(mut self) -> anyhow::Result<Decision> {
-        self.sha256 = check_sha256(&self.sha256)?;
-        let s = &self.shown;
-        for (what, text) in [
-            ("filename", self.filename.as_deref()),
-            ("note", self.note.as_deref()),
-            ("kind", self.kind.as_deref()),
-            ("shown.model", s.model.as_deref()),
-            ("shown.label", s.label.as_deref()),
-            ("shown.verdict", s.verdict.as_deref()),
-            ("shown.c2pa", s.c2pa.as_deref()),
-        ] {
-            check_text(what, text.unwrap_or_default())?;
-        }
-        if s.faces.len() > MAX_FACES || s.matches.len() > MAX_FACES {
-            bail!("shown.faces and shown.matches hold at most {MAX_FACES} entries each");
-        }
-        check_score("shown.score", s.score)?;
-        for f in &s.faces {
-            check_score("a face's score", f.score)?;
-            check_text("a face's verdict", f.verdict.as_deref().unwrap_or_default())?;
-            for (m, v) in &f.members {
-                check_text("a member's name", m)?;
-                check_score("a member's score", Some(*v))?;
-            }
-        }
-        for m in &s.matches {
-            check_text("a match", m)?;
-        }
-        Ok(self)
-    }
-}
-
-/// The decisions and their table; shared by the front ends.
+/// The decisions and their tables; shared by the front ends.
 pub struct Decisions {
     store: Store,
+    /// Bytes of decisions one reviewer key may have stored (`--max-decision-bytes-per-key`).
+    quota: u64,
+}
+
+/// Why a decision was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The reviewer's key has stored its quota of decisions.
+    #[error("key '{reviewer}' has {stored} bytes of decisions stored, at the limit of {quota} (--max-decision-bytes-per-key): an operator can raise it")]
+    Quota { reviewer: String, stored: u64, quota: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<RecordError> for CoreError {
+    fn from(e: RecordError) -> CoreError {
+        match e {
+            RecordError::Quota { .. } => CoreError::Forbidden(e.to_string()),
+            RecordError::Storage(s) => s.into(),
+        }
+    }
+}
+
+/// A stored decision's time, for the time index.
+fn time_of(stored: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct At {
+        decided_at: String,
+    }
+    serde_json::from_slice::<At>(stored).ok().map(|a| a.decided_at)
+}
+
+/// A position in the export's order, as clients see it (opaque: hex of the index key).
+fn cursor(pos: &str) -> String {
+    hex::encode(pos)
+}
+
+/// One page of the export, oldest first.
+pub struct Page {
+    pub decisions: Vec<Decision>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
 }
 
 impl Decisions {
-    pub fn from_db(db: Arc<redb::Database>) -> anyhow::Result<Decisions> {
-        Ok(Decisions { store: Store::new(db)? })
+    pub fn from_db(db: Arc<DataStore>, quota: u64) -> Result<Decisions, StorageError> {
+        Ok(Decisions { store: Store::new(db, time_of)?, quota })
     }
 
     /// Records `d` (already validated), replacing this reviewer's earlier decision on the same
     /// item; durable when it returns.
-    pub fn record(&self, d: &Decision) -> anyhow::Result<()> {
-        self.store.put(&d.sha256, &d.reviewer, &serde_json::to_vec(d)?)
+    pub fn record(&self, d: &Decision) -> Result<(), RecordError> {
+        let value = serde_json::to_vec(d).map_err(|e| StorageError(e.to_string()))?;
+        let put = store::Put { sha256: &d.sha256, reviewer: &d.reviewer, decided_at: &d.decided_at, value: &value };
+        match self.store.put(&put, self.quota, time_of)? {
+            Ok(()) => Ok(()),
+            Err(store::Refused::Quota(stored)) => {
+                Err(RecordError::Quota { reviewer: d.reviewer.clone(), stored, quota: self.quota })
+            }
+        }
     }
 
     /// Every reviewer's decision on one item.
-    pub fn of(&self, sha256: &str) -> anyhow::Result<Vec<Decision>> {
+    pub fn of(&self, sha256: &str) -> Result<Vec<Decision>, StorageError> {
         self.store.of(sha256)?.iter().map(|v| parse(v)).collect()
     }
 
-    /// All decisions, oldest first.
+    /// Up to `limit` decisions from `after` (a previous page's `next`), oldest first.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> anyhow::Result<Page> {
+        let after = match after {
+            Some(c) => Some(
+                hex::decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .with_context(|| format!("'{c}' is not a cursor this server gave"))?,
+            ),
+            None => None,
+        };
+        let rows = self.store.page(after.as_deref(), limit)?;
+        let next = (rows.len() == limit).then(|| rows.last().map(|(pos, _)| cursor(pos))).flatten();
+        let decisions = rows.iter().map(|(_, v)| parse(v)).collect::<Result<_, _>>()?;
+        Ok(Page { decisions, next })
+    }
+
+    /// All decisions, oldest first (tests and small stores; the HTTP export pages).
     pub fn all(&self) -> anyhow::Result<Vec<Decision>> {
-        let mut all: Vec<Decision> = self.store.all()?.iter().map(|v| parse(v)).collect::<anyhow::Result<_>>()?;
-        all.sort_by(|a, b| (&a.decided_at, &a.sha256).cmp(&(&b.decided_at, &b.sha256)));
-        Ok(all)
+        let (mut out, mut after) = (Vec::new(), None);
+        loop {
+            let page = self.page(after.as_deref(), 1000)?;
+            out.extend(page.decisions);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
     }
 }
 
@@ -217,69 +142,29 @@ pub struct Summary {
 
 impl Decisions {
     /// Counts, without sending every decision to the caller.
-    pub fn summary(&self) -> anyhow::Result<Summary> {
-        let all = self.store.all()?;
-        let mut out = Summary { total: all.len(), ..Default::default() };
+    pub fn summary(&self) -> Result<Summary, StorageError> {
+        let mut out = Summary::default();
         let (mut items, mut reviewers) = (std::collections::HashSet::new(), std::collections::HashSet::new());
-        for v in &all {
-            let d = parse(v)?;
-            *out.by_decision.entry(d.decision.as_str()).or_default() += 1;
-            items.insert(d.sha256);
-            reviewers.insert(d.reviewer);
+        let mut bad = None;
+        self.store.for_each(|v| match parse(v) {
+            Ok(d) => {
+                out.total += 1;
+                *out.by_decision.entry(d.decision.as_str()).or_default() += 1;
+                items.insert(d.sha256);
+                reviewers.insert(d.reviewer);
+            }
+            Err(e) => bad = Some(e),
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
         }
         (out.items, out.reviewers) = (items.len(), reviewers.len());
         Ok(out)
     }
 }
 
-fn parse(stored: &[u8]) -> anyhow::Result<Decision> {
-    serde_json::from_slice(stored).context("a stored decision is not valid JSON")
-}
-
-/// The CSV export: `path,label` first, so `dfserve score --labels` reads it (by column name;
-/// rows are matched to files by `sha256`, else by `path`), then the rest of the record.
-pub fn to_csv(decisions: &[Decision]) -> anyhow::Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "path",
-        "label",
-        "sha256",
-        "decision",
-        "reviewer",
-        "decided_at",
-        "kind",
-        "model",
-        "score",
-        "verdict",
-        "face_scores",
-        "matches",
-        "c2pa",
-        "added_to_list",
-        "note",
-    ])?;
-    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
-    for d in decisions {
-        let faces: Vec<String> =
-            d.shown.faces.iter().map(|f| f.score.map(|s| format!("{s:.4}")).unwrap_or_default()).collect();
-        w.write_record([
-            d.filename.clone().unwrap_or_else(|| d.sha256.clone()),
-            d.decision.label().to_string(),
-            d.sha256.clone(),
-            d.decision.as_str().to_string(),
-            d.reviewer.clone(),
-            d.decided_at.clone(),
-            opt(&d.kind),
-            opt(&d.shown.model),
-            d.shown.score.map(|s| format!("{s:.4}")).unwrap_or_default(),
-            opt(&d.shown.verdict),
-            faces.join(";"),
-            d.shown.matches.join(";"),
-            opt(&d.shown.c2pa),
-            opt(&d.added_to_list),
-            opt(&d.note),
-        ])?;
-    }
-    Ok(w.into_inner()?)
+fn parse(stored: &[u8]) -> Result<Decision, StorageError> {
+    serde_json::from_slice(stored).map_err(|e| StorageError(format!("a stored decision is not valid JSON: {e}")))
 }
 
 /// Now, as stored in `decided_at`.
@@ -318,14 +203,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = ("a".repeat(64), "B".repeat(64));
         {
-            let d = Decisions::from_db(crate::datastore::open(dir.path()).unwrap()).unwrap();
+            let d = Decisions::from_db(DataStore::open(dir.path()).unwrap(), u64::MAX).unwrap();
             d.record(&decision(&a, Call::Manipulated, "k1", "2026-01-01T00:00:01.000Z").validate().unwrap()).unwrap();
             d.record(&decision(&a, Call::Authentic, "k2", "2026-01-01T00:00:02.000Z").validate().unwrap()).unwrap();
             // The same reviewer again: replaces.
             d.record(&decision(&a, Call::Unsure, "k1", "2026-01-01T00:00:03.000Z").validate().unwrap()).unwrap();
             d.record(&decision(&b, Call::Manipulated, "k1", "2026-01-01T00:00:00.000Z").validate().unwrap()).unwrap();
         }
-        let d = Decisions::from_db(crate::datastore::open(dir.path()).unwrap()).unwrap();
+        let d = Decisions::from_db(DataStore::open(dir.path()).unwrap(), u64::MAX).unwrap();
         let on_a = d.of(&a).unwrap();
         assert_eq!(on_a.len(), 2);
         assert!(on_a.iter().any(|x| x.reviewer == "k1" && x.decision == Call::Unsure));
@@ -337,12 +222,34 @@ mod tests {
         assert_eq!(all[0].sha256, "b".repeat(64));
         let csv = String::from_utf8(to_csv(&all).unwrap()).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
-        assert!(lines[0].starts_with("path,label,sha256,decision,reviewer"));
-        assert!(lines[1].starts_with(&format!("\"a,b.jpg\",fake,{}", "b".repeat(64))), "{}", lines[1]);
+        assert!(lines[0].starts_with(r#""path","label","sha256","decision","reviewer""#), "{}", lines[0]);
+        assert!(lines[1].starts_with(&format!(r#""a,b.jpg","fake","{}""#, "b".repeat(64))), "{}", lines[1]);
         assert_eq!(lines.len(), 4);
+        // Pages: two at a time, oldest first, then the rest; a cursor not from the server is refused.
+        let p1 = d.page(None, 2).unwrap();
+        let p2 = d.page(p1.next.as_deref(), 2).unwrap();
+        assert_eq!((p1.decisions.len(), p2.decisions.len(), p2.next.is_none()), (2, 1, true));
+        assert_eq!([&p1.decisions[..], &p2.decisions[..]].concat(), all);
+        assert!(d.page(Some("zz"), 2).is_err());
         let sum = d.summary().unwrap();
         assert_eq!((sum.total, sum.items, sum.reviewers), (3, 2, 2));
         assert_eq!(sum.by_decision, BTreeMap::from([("authentic", 1), ("manipulated", 1), ("unsure", 1)]));
+    }
+
+    #[test]
+    fn a_reviewer_key_stores_decisions_up_to_its_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&decision(&"a".repeat(64), Call::Authentic, "k1", "t")).unwrap().len() as u64;
+        let d = Decisions::from_db(DataStore::open(dir.path()).unwrap(), one * 3).unwrap();
+        for i in 0..3 {
+            d.record(&decision(&format!("{i}").repeat(64), Call::Authentic, "k1", "t")).unwrap();
+        }
+        let err = d.record(&decision(&"4".repeat(64), Call::Authentic, "k1", "t")).unwrap_err();
+        assert!(matches!(err, RecordError::Quota { .. }), "{err}");
+        // Replacing one of its own by a no larger one still works; other keys have their own quota.
+        d.record(&decision(&"0".repeat(64), Call::Unsure, "k1", "t")).unwrap();
+        d.record(&decision(&"4".repeat(64), Call::Authentic, "k2", "t")).unwrap();
+        assert_eq!(d.summary().unwrap().total, 4);
     }
 
     #[test]

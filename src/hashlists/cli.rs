@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::{parse_entries, HashLists};
+use super::HashLists;
 use crate::hashing::pdq::{within, within_baseline};
 
 #[derive(Debug, Clone, Args)]
@@ -58,9 +58,15 @@ pub fn run(args: &HashesArgs) -> anyhow::Result<()> {
     match &args.command {
         HashesCommand::Import { list, file } => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let entries = parse_entries(&text).with_context(|| format!("{}", file.display()))?;
-            let n = lists.import(list, entries)?;
-            eprintln!("dfserve hashes: {n} entries added to '{list}' in {}", args.data_dir.display());
+            let r = lists.import_text(list, &text).with_context(|| format!("{}", file.display()))?;
+            eprintln!(
+                "dfserve hashes: '{list}' in {}: {} added, {} replaced, {} duplicate lines; {} entries now",
+                args.data_dir.display(),
+                r.added,
+                r.replaced,
+                r.duplicates,
+                r.entries
+            );
         }
         HashesCommand::List => {
             for s in lists.summaries() {

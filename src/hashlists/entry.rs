@@ -67,6 +67,18 @@ impl Entry {
         if self.id.is_empty() || self.id.len() > 256 || self.id.contains('\0') {
             bail!("entry ids must be 1 to 256 characters without NUL, got '{}'", self.id.escape_debug());
         }
+        for (what, text) in [("label", &self.label), ("source", &self.source)] {
+            let text = text.as_deref().unwrap_or_default();
+            if text.chars().count() > MAX_NOTE_CHARS {
+                bail!("entry '{}': its {what} is over {MAX_NOTE_CHARS} characters", self.id);
+            }
+            if text.chars().any(char::is_control) {
+                bail!("entry '{}': its {what} holds control characters", self.id);
+            }
+        }
+        // An empty label or source is no label or source.
+        self.label = self.label.filter(|s| !s.is_empty());
+        self.source = self.source.filter(|s| !s.is_empty());
         Ok(self)
     }
 }
@@ -109,25 +121,49 @@ pub fn check_list_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses entries from JSON Lines (`{"kind","hash","id","label"?,"source"?}` a line) or CSV
-/// with a header naming the same columns. Fails on the first bad line, naming it.
-pub fn parse_entries(text: &str) -> anyhow::Result<Vec<Entry>> {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start();
-    let entries: Vec<Entry> = if first.starts_with('{') {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("line {}", i + 1)))
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-        rdr.deserialize::<CsvEntry>()
-            .enumerate()
-            .map(|(i, r)| {
-                let r = r.with_context(|| format!("CSV record {} (columns: kind,hash,id[,label,source])", i + 1))?;
-                Ok(Entry { kind: r.kind, hash: r.hash, id: r.id, label: r.label, source: r.source })
-            })
-            .collect::<anyhow::Result<_>>()?
+/// Longest label or source kept with an entry (they are sent back with every match).
+pub const MAX_NOTE_CHARS: usize = 1000;
+
+/// Reads entries from JSON Lines (`{"kind","hash","id","label"?,"source"?}` a line) or CSV
+/// with a header naming the same columns, one at a time (an import of a million entries never
+/// holds them all parsed). A UTF-8 byte-order mark is skipped. A body with no entries, or CSV
+/// without its header, is refused here; a bad line fails the iteration, naming it.
+pub fn read_entries(text: &str) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(first) = text.lines().find(|l| !l.trim().is_empty()) else {
+        bail!("there are no entries: send JSON Lines, or CSV with a kind,hash,id[,label,source] header line");
     };
-    entries.into_iter().map(Entry::normalise).collect()
+    if first.trim_start().starts_with('{') {
+        let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        return Ok(Box::new(lines.map(|(i, l)| {
+            serde_json::from_str::<Entry>(l)
+                .map_err(anyhow::Error::from)
+                .and_then(Entry::normalise)
+                .with_context(|| format!("line {}", i + 1))
+        })));
+    }
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let header: Vec<String> = rdr.headers()?.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let known = ["kind", "hash", "id", "label", "source"];
+    let is_header = ["kind", "hash", "id"].iter().all(|c| header.iter().any(|h| h == c));
+    if !is_header {
+        bail!(
+            "the CSV has no header line (its first line is '{}'): the first line must name the columns kind,hash,id[,label,source]",
+            first.chars().take(80).collect::<String>()
+        );
+    }
+    if let Some(other) = header.iter().find(|h| !known.contains(&h.as_str())) {
+        bail!("unknown CSV column '{other}': the columns are kind,hash,id[,label,source]");
+    }
+    Ok(Box::new(rdr.into_deserialize::<CsvEntry>().enumerate().map(|(i, r)| {
+        let r = r.with_context(|| format!("CSV record {} (columns: kind,hash,id[,label,source])", i + 1))?;
+        Entry { kind: r.kind, hash: r.hash, id: r.id, label: r.label, source: r.source }
+            .normalise()
+            .with_context(|| format!("CSV record {}", i + 1))
+    })))
+}
+
+/// All of [`read_entries`] at once.
+pub fn parse_entries(text: &str) -> anyhow::Result<Vec<Entry>> {
+    read_entries(text)?.collect()
 }

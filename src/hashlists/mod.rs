@@ -15,20 +15,72 @@
 
 pub mod cli;
 mod entry;
+mod index;
 mod store;
 
-pub use entry::{check_list_name, parse_entries, Entry, HashKind};
+pub use entry::{check_list_name, parse_entries, read_entries, Entry, HashKind, MAX_NOTE_CHARS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::datastore::{DataStore, StorageError, TxnError};
+use crate::error::CoreError;
 use crate::hashing::pdq::{within, Pdq};
 use crate::hashing::vpdq;
+use index::{Indexed, ListIndex};
+
+/// Why a list change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The request itself: a bad entry, list name or body (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed (503, retry later); nothing was applied.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl TxnError for ListError {
+    fn is_storage(&self) -> bool {
+        matches!(self, ListError::Storage(_))
+    }
+}
+
+impl From<ListError> for CoreError {
+    fn from(e: ListError) -> CoreError {
+        match e {
+            ListError::Invalid(m) => CoreError::BadRequest(m),
+            ListError::Storage(s) => s.into(),
+        }
+    }
+}
+
+fn invalid(e: anyhow::Error) -> ListError {
+    ListError::Invalid(format!("{e:#}"))
+}
+
+/// Ids and kinds of a list's entries, sorted.
+pub type Ids = Vec<(String, HashKind)>;
+
+/// What an import did, counted against what the list holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImportReport {
+    pub list: String,
+    /// Ids new to the list.
+    pub added: usize,
+    /// Ids the list held already, now replaced.
+    pub replaced: usize,
+    /// Lines whose id came earlier in the same import (the last one counts).
+    pub duplicates: usize,
+    /// Entries in the list after the import.
+    pub entries: usize,
+}
 
 /// One match of an upload against a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,54 +116,6 @@ impl Default for MatchRules {
     }
 }
 
-/// One list, ready for matching: only what matching needs is in memory (the entries
-/// themselves stay in the database), about 60 bytes a PDQ hash.
-#[derive(Default)]
-struct ListIndex {
-    /// PDQ hashes as 64-bit lanes, scanned linearly, and the id of each.
-    pdq: Vec<[u64; 4]>,
-    pdq_ids: Vec<Box<str>>,
-    /// Listed videos: id and their distinct good-quality frame hashes.
-    vpdq: Vec<(Box<str>, Vec<[u64; 4]>)>,
-    /// `(kind, hash)` of exact digests to ids.
-    exact: HashMap<(HashKind, Box<str>), Vec<Box<str>>>,
-    /// Labels of the entries that have one.
-    labels: HashMap<Box<str>, Box<str>>,
-    by_kind: BTreeMap<HashKind, usize>,
-}
-
-impl ListIndex {
-    fn build(entries: Vec<Entry>, min_quality: u8) -> ListIndex {
-        let mut index = ListIndex::default();
-        for e in entries {
-            *index.by_kind.entry(e.kind).or_default() += 1;
-            let id: Box<str> = e.id.into();
-            if let Some(label) = e.label {
-                index.labels.insert(id.clone(), label.into());
-            }
-            match e.kind {
-                HashKind::Pdq => {
-                    if let Some(words) = Pdq::parse_hex(&e.hash) {
-                        index.pdq.push(Pdq::lanes(&words));
-                        index.pdq_ids.push(id);
-                    }
-                }
-                HashKind::Vpdq => {
-                    if let Ok(frames) = vpdq::parse(&e.hash) {
-                        index.vpdq.push((id, vpdq::prepare(&frames, min_quality)));
-                    }
-                }
-                kind => index.exact.entry((kind, e.hash.into())).or_default().push(id),
-            }
-        }
-        index
-    }
-
-    fn len(&self) -> usize {
-        self.by_kind.values().sum()
-    }
-}
-
 /// Counts of one list, by kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListSummary {
@@ -120,12 +124,37 @@ pub struct ListSummary {
     pub by_kind: BTreeMap<HashKind, usize>,
 }
 
+/// Every list in the database, indexed.
+fn load(store: &store::Store, min_quality: u8) -> Result<BTreeMap<String, ListIndex>, StorageError> {
+    let mut lists: BTreeMap<String, ListIndex> = BTreeMap::new();
+    store.for_each(|list, e| {
+        if !lists.contains_key(list) {
+            lists.insert(list.to_string(), ListIndex::default());
+        }
+        lists.get_mut(list).expect("just inserted").insert(Indexed::of(e, min_quality));
+    })?;
+    Ok(lists)
+}
+
 /// The lists and their matcher; shared by every front end.
 pub struct HashLists {
     store: store::Store,
-    lists: RwLock<BTreeMap<String, Arc<ListIndex>>>,
+    lists: RwLock<BTreeMap<String, ListIndex>>,
+    /// Held across each change's commit and its apply to `lists`, so changes reach the index in
+    /// the order they were committed and the index is never behind or ahead of the database.
+    writer: Mutex<()>,
+    /// The datastore's reopen count when `lists` was last loaded whole (see `writer`).
+    loaded_at: AtomicU64,
+    /// Memory that imports being parsed and committed may take at once, as permits of
+    /// bytes (`--max-import-memory-bytes`), and its size.
+    imports: Arc<tokio::sync::Semaphore>,
+    import_budget: usize,
     pub rules: MatchRules,
 }
+
+/// Peak memory of an import, as a multiple of its body: the body itself, the transaction's
+/// pages and the index delta (measured: see README, "Hash lists").
+pub const IMPORT_MEMORY_FACTOR: usize = 6;
 
 /// What an upload is matched on.
 pub struct Probe<'a> {
@@ -139,58 +168,150 @@ pub struct Probe<'a> {
 impl HashLists {
     /// Opens the lists under `dir`, loading every one into memory.
     pub fn open(dir: &Path, rules: MatchRules) -> anyhow::Result<HashLists> {
-        HashLists::from_db(crate::datastore::open(dir)?, rules)
+        Ok(HashLists::from_db(DataStore::open(dir)?, rules)?)
     }
 
     /// The lists in `db`, loaded into memory.
-    pub fn from_db(db: Arc<redb::Database>, rules: MatchRules) -> anyhow::Result<HashLists> {
+    pub fn from_db(db: Arc<DataStore>, rules: MatchRules) -> Result<HashLists, StorageError> {
         let store = store::Store::new(db)?;
-        let q = rules.pdq_min_quality;
-        let lists = store
-            .load_all()?
-            .into_iter()
-            .map(|(name, entries)| (name, Arc::new(ListIndex::build(entries, q))))
-            .collect();
-        Ok(HashLists { store, lists: RwLock::new(lists), rules })
+        let loaded_at = AtomicU64::new(store.datastore().reopens());
+        let lists = RwLock::new(load(&store, rules.pdq_min_quality)?);
+        let budget = u32::MAX as usize;
+        Ok(HashLists {
+            store,
+            lists,
+            writer: Mutex::new(()),
+            loaded_at,
+            imports: Arc::new(tokio::sync::Semaphore::new(budget)),
+            import_budget: budget,
+            rules,
+        })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ListIndex>>> {
+    /// Bounds the memory of imports in progress to `bytes` (see [`Self::admit_import`]).
+    pub fn with_import_budget(mut self, bytes: usize) -> HashLists {
+        let bytes = bytes.clamp(1, u32::MAX as usize);
+        self.imports = Arc::new(tokio::sync::Semaphore::new(bytes));
+        self.import_budget = bytes;
+        self
+    }
+
+    /// Admits an import of a `body_len`-byte body, or refuses it (429 `busy`) when the imports
+    /// in progress already take the budget. One import is always admitted alone, whatever its
+    /// size within --max-body-bytes.
+    pub fn admit_import(&self, body_len: usize) -> Result<tokio::sync::OwnedSemaphorePermit, CoreError> {
+        let need = body_len.saturating_mul(IMPORT_MEMORY_FACTOR).clamp(1, self.import_budget);
+        self.imports.clone().try_acquire_many_owned(need as u32).map_err(|_| {
+            CoreError::Busy(format!(
+                "hash-list imports in progress are at the server's limit of {} bytes of memory \
+                 (--max-import-memory-bytes; an import takes about {IMPORT_MEMORY_FACTOR}x its body); retry later",
+                self.import_budget
+            ))
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ListIndex>> {
         self.lists.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rebuilds one list's index from the database and swaps it in.
-    fn rebuild(&self, list: &str) -> anyhow::Result<()> {
-        let entries = self.store.load_list(list)?;
-        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
-        if entries.is_empty() {
-            lists.remove(list);
-        } else {
-            lists.insert(list.to_string(), Arc::new(ListIndex::build(entries, self.rules.pdq_min_quality)));
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ListIndex>> {
+        self.lists.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the writer lock. After a storage fault the database was reopened, and a commit
+    /// that reported failure may still have reached the disk: the index is then loaded whole
+    /// again, so it shows what the database holds, not what the failed call said.
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, StorageError> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let reopens = self.store.datastore().reopens();
+        if self.loaded_at.load(Ordering::SeqCst) != reopens {
+            let fresh = load(&self.store, self.rules.pdq_min_quality)?;
+            *self.write() = fresh;
+            self.loaded_at.store(reopens, Ordering::SeqCst);
+            tracing::info!("hash-list index reloaded after the database was reopened");
         }
-        Ok(())
+        Ok(w)
+    }
+
+    /// Imports the entries in `text` (JSON Lines or CSV, see [`read_entries`]) into `list`, all
+    /// or nothing.
+    pub fn import_text(&self, list: &str, text: &str) -> Result<ImportReport, ListError> {
+        let entries = read_entries(text).map_err(invalid)?;
+        self.import_from(list, entries.map(|r| r.map_err(invalid)))
     }
 
     /// Adds entries to `list` (created if new; an existing id is replaced); durable when it
-    /// returns.
-    pub fn import(&self, list: &str, entries: Vec<Entry>) -> anyhow::Result<usize> {
-        check_list_name(list)?;
-        let entries: Vec<Entry> = entries.into_iter().map(Entry::normalise).collect::<anyhow::Result<_>>()?;
-        self.store.put(list, &entries)?;
-        self.rebuild(list)?;
-        Ok(entries.len())
+    /// returns, and matched by the next request.
+    pub fn import(&self, list: &str, entries: Vec<Entry>) -> Result<ImportReport, ListError> {
+        self.import_from(list, entries.into_iter().map(|e| e.normalise().map_err(invalid)))
+    }
+
+    fn import_from(
+        &self,
+        list: &str,
+        entries: impl Iterator<Item = Result<Entry, ListError>>,
+    ) -> Result<ImportReport, ListError> {
+        check_list_name(list).map_err(invalid)?;
+        let q = self.rules.pdq_min_quality;
+        let _w = self.writer()?;
+        let mut report = ImportReport { list: list.to_string(), ..Default::default() };
+        // What the index will get once the commit is durable; the last line of an id wins.
+        let mut delta: Vec<Indexed> = Vec::new();
+        let mut at: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut lines = 0usize;
+        self.store.put_all(list, entries.inspect(|_| lines += 1), |e, was_there| {
+            let ix = Indexed::of(e, q);
+            match at.get(&ix.id) {
+                Some(&i) => {
+                    report.duplicates += 1;
+                    delta[i] = ix;
+                }
+                None => {
+                    if was_there {
+                        report.replaced += 1;
+                    } else {
+                        report.added += 1;
+                    }
+                    at.insert(ix.id.clone(), delta.len());
+                    delta.push(ix);
+                }
+            }
+            Ok(())
+        })?;
+        if lines == 0 {
+            return Err(ListError::Invalid("there are no entries to import".into()));
+        }
+        drop(at);
+        let mut lists = self.write();
+        let index = lists.entry(list.to_string()).or_default();
+        for ix in delta {
+            index.insert(ix);
+        }
+        report.entries = index.len();
+        Ok(report)
     }
 
     /// Removes one entry; whether it existed.
-    pub fn delete(&self, list: &str, id: &str) -> anyhow::Result<bool> {
+    pub fn delete(&self, list: &str, id: &str) -> Result<bool, ListError> {
+        let _w = self.writer()?;
         let found = self.store.delete(list, id)?;
-        self.rebuild(list)?;
+        let mut lists = self.write();
+        if let Some(index) = lists.get_mut(list) {
+            index.remove(id);
+            if index.is_empty() {
+                lists.remove(list);
+            }
+        }
         Ok(found)
     }
 
     /// Removes a list; how many entries it had.
-    pub fn delete_list(&self, list: &str) -> anyhow::Result<usize> {
+    pub fn delete_list(&self, list: &str) -> Result<usize, ListError> {
+        let _w = self.writer()?;
         let n = self.store.delete_list(list)?;
-        self.rebuild(list)?;
+        self.write().remove(list);
+        drop(_w);
+        crate::datastore::release_freed_memory();
         Ok(n)
     }
 
@@ -202,11 +323,22 @@ impl HashLists {
     }
 
     /// A list's entries, or `None` when there is no such list.
-    pub fn export(&self, list: &str) -> anyhow::Result<Option<Vec<Entry>>> {
+    pub fn export(&self, list: &str) -> Result<Option<Vec<Entry>>, StorageError> {
         if !self.read().contains_key(list) {
             return Ok(None);
         }
         self.store.load_list(list).map(Some)
+    }
+
+    /// The ids and kinds the index holds for `list`, and those the database holds, read under
+    /// the writer lock so no change falls between them: the two must always be equal.
+    pub fn index_and_database(&self, list: &str) -> Result<(Ids, Ids), ListError> {
+        let _w = self.writer()?;
+        let indexed = self.read().get(list).map(ListIndex::ids).unwrap_or_default();
+        let mut stored: Vec<(String, HashKind)> =
+            self.store.load_list(list)?.into_iter().map(|e| (e.id, e.kind)).collect();
+        stored.sort();
+        Ok((indexed, stored))
     }
 
     /// Whether there are no lists at all (then nothing is hashed for matching).
@@ -275,92 +407,4 @@ impl HashLists {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pdq_entry(id: &str, words: [u16; 16]) -> Entry {
-        let hash = Pdq { words, quality: 100 }.hex();
-        Entry { kind: HashKind::Pdq, hash, id: id.into(), label: Some("known".into()), source: None }
-    }
-
-    #[test]
-    fn lists_persist_match_and_forget() {
-        let dir = tempfile::tempdir().unwrap();
-        let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
-        let mut near = [0x5a5au16; 16];
-        lists.import("ncii", vec![pdq_entry("a", near), pdq_entry("b", [0xffff; 16])]).unwrap();
-        let bytes = b"some upload";
-        let sha = hex::encode(Sha256::digest(bytes));
-        let exact =
-            Entry { kind: HashKind::Sha256, hash: sha.to_uppercase(), id: "c".into(), label: None, source: None };
-        lists.import("exact", vec![exact]).unwrap();
-        near[0] ^= 0b111; // 3 bits away
-        let probe = Probe { bytes, pdq: Some(Pdq { words: near, quality: 80 }), vpdq: None };
-        let got = lists.matches(&probe);
-        let brief: Vec<(&str, &str, u32)> = got.iter().map(|m| (m.list.as_str(), m.id.as_str(), m.distance)).collect();
-        assert_eq!(brief, vec![("exact", "c", 0), ("ncii", "a", 3)]);
-        // A low-quality hash is not matched; the exact digest still is.
-        let low = Probe { bytes, pdq: Some(Pdq { words: near, quality: 20 }), vpdq: None };
-        assert_eq!(lists.matches(&low).len(), 1);
-        drop(lists);
-        // Reopened: the same lists.
-        let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
-        assert_eq!(lists.matches(&probe).len(), 2);
-        assert!(lists.delete("ncii", "a").unwrap());
-        assert_eq!(lists.delete_list("exact").unwrap(), 1);
-        assert!(lists.matches(&probe).is_empty());
-        drop(lists);
-        let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
-        let names: Vec<String> = lists.summaries().into_iter().map(|s| s.name).collect();
-        assert_eq!(names, vec!["ncii"]);
-    }
-
-    #[test]
-    fn videos_match_by_vpdq_share_of_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
-        let frame = |fill: u16, t: f64| vpdq::Feature { pdq: Pdq { words: [fill; 16], quality: 100 }, time_s: t };
-        let listed: Vec<vpdq::Feature> = (0..10).map(|i| frame(1 << i, i as f64)).collect();
-        // JSON Lines may give the frames as an array; they are stored in ThreatExchange's form.
-        let frames: Vec<String> = listed.iter().map(vpdq::Feature::compact).collect();
-        let line = serde_json::json!({"kind": "vpdq", "hash": frames, "id": "v"}).to_string();
-        lists.import("videos", parse_entries(&line).unwrap()).unwrap();
-        assert_eq!(lists.export("videos").unwrap().unwrap()[0].hash, vpdq::to_json(&listed));
-        assert!(lists.wants_vpdq() && !lists.wants_pdq());
-        let probe = |q: &[vpdq::Feature]| lists.matches(&Probe { bytes: b"clip", pdq: None, vpdq: Some(q) });
-        // The first 4 seconds, 16 bits off per frame: all of the query, 40% of the list.
-        let cut: Vec<vpdq::Feature> = (0..4).map(|i| frame((1 << i) | 0x8000, i as f64)).collect();
-        let m = probe(&cut);
-        assert_eq!(m.len(), 1);
-        assert_eq!(
-            (m[0].kind, m[0].distance, m[0].query_match_pct, m[0].list_match_pct),
-            (HashKind::Vpdq, 16, Some(100.0), Some(40.0))
-        );
-        // 3 of 4 frames from the list (75%) is under the 80% rule.
-        let mostly: Vec<vpdq::Feature> = vec![cut[0], cut[1], cut[2], frame(0x5555, 3.0)];
-        assert!(probe(&mostly).is_empty());
-    }
-
-    #[test]
-    fn entries_parse_from_json_lines_and_csv_and_bad_ones_are_named() {
-        let h = "a".repeat(64);
-        let jsonl = format!("{{\"kind\":\"pdq\",\"hash\":\"{h}\",\"id\":\"x\"}}\n\n{{\"kind\":\"md5\",\"hash\":\"{}\",\"id\":\"y\",\"label\":\"l\"}}\n", "b".repeat(32));
-        assert_eq!(parse_entries(&jsonl).unwrap().len(), 2);
-        let csv = format!("kind,hash,id,label,source\npdq,{h},x,,\nsha256,{},z,lab,src\n", "c".repeat(64));
-        let e = parse_entries(&csv).unwrap();
-        assert_eq!((e[1].label.as_deref(), e[1].source.as_deref()), (Some("lab"), Some("src")));
-        // An all-digit hash stays text in CSV; a vPDQ is its JSON text in one quoted cell.
-        let digits = "1".repeat(32);
-        let vpdq = format!("\"[\"\"{h},90,0.000\"\"]\"");
-        let e = parse_entries(&format!("kind,hash,id\nmd5,{digits},d\nvpdq,{vpdq},v\n")).unwrap();
-        assert_eq!(e[0].hash, digits);
-        assert_eq!(e[1].hash, format!("[\"{h},90,0.000\"]"));
-        let bad = format!(
-            "{{\"kind\":\"pdq\",\"hash\":\"{h}\",\"id\":\"x\"}}\n{{\"kind\":\"pdq\",\"hash\":\"zz\",\"id\":\"y\"}}\n"
-        );
-        let err = format!("{:#}", parse_entries(&bad).unwrap_err());
-        assert!(err.contains("64 hex digits"), "{err}");
-        assert!(format!("{:#}", parse_entries("{\"kind\":\"nope\"}").unwrap_err()).contains("line 1"));
-        assert!(check_list_name("a/b").is_err() && check_list_name("ok.list-1").is_ok());
-    }
-}
+mod tests;

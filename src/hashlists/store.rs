@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use super::entry::Entry;
+use crate::datastore::{DataStore, StorageError, TxnError};
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<DataStore>,
 }
 
 fn key(list: &str, id: &str) -> String {
@@ -25,80 +25,88 @@ fn range(list: &str) -> (String, String) {
     (format!("{list}\0"), format!("{list}\u{1}"))
 }
 
+fn decode(v: &[u8]) -> Result<Entry, StorageError> {
+    serde_json::from_slice(v).map_err(|e| StorageError(format!("a stored hash-list entry is not valid JSON: {e}")))
+}
+
 impl Store {
     /// The hash-list table of `db` (created if new).
-    pub fn new(db: Arc<Database>) -> anyhow::Result<Store> {
-        let txn = db.begin_write()?;
-        txn.open_table(ENTRIES)?;
-        txn.commit()?;
+    pub fn new(db: Arc<DataStore>) -> Result<Store, StorageError> {
+        db.write(|txn| -> Result<(), StorageError> {
+            txn.open_table(ENTRIES)?;
+            Ok(())
+        })?;
         Ok(Store { db })
     }
 
-    /// Adds (or replaces, by id) entries of `list` in one transaction; durable when it returns.
-    pub fn put(&self, list: &str, entries: &[Entry]) -> anyhow::Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(ENTRIES)?;
+    pub fn datastore(&self) -> &Arc<DataStore> {
+        &self.db
+    }
+
+    /// Adds (or replaces, by id) every entry of `entries` in `list` in one transaction, handing
+    /// each to `each` with whether its id was already stored; durable when it returns. Any
+    /// error (a bad entry from the iterator, or from `each`) leaves the database unchanged.
+    pub fn put_all<E: TxnError>(
+        &self,
+        list: &str,
+        entries: impl Iterator<Item = Result<Entry, E>>,
+        mut each: impl FnMut(Entry, bool) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.db.write(|txn| {
+            let mut t = txn.open_table(ENTRIES).map_err(StorageError::from)?;
             for e in entries {
-                t.insert(key(list, &e.id).as_str(), serde_json::to_vec(e)?.as_slice())?;
+                let e = e?;
+                let value = serde_json::to_vec(&e).map_err(|e| StorageError(e.to_string()))?;
+                let was_there =
+                    t.insert(key(list, &e.id).as_str(), value.as_slice()).map_err(StorageError::from)?.is_some();
+                each(e, was_there)?;
             }
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Removes one entry; whether it was there.
-    pub fn delete(&self, list: &str, id: &str) -> anyhow::Result<bool> {
-        let txn = self.db.begin_write()?;
-        let found = txn.open_table(ENTRIES)?.remove(key(list, id).as_str())?.is_some();
-        txn.commit()?;
-        Ok(found)
+    pub fn delete(&self, list: &str, id: &str) -> Result<bool, StorageError> {
+        self.db.write(|txn| Ok(txn.open_table(ENTRIES)?.remove(key(list, id).as_str())?.is_some()))
     }
 
     /// Removes a whole list; how many entries it had.
-    pub fn delete_list(&self, list: &str) -> anyhow::Result<usize> {
+    pub fn delete_list(&self, list: &str) -> Result<usize, StorageError> {
         let (from, to) = range(list);
-        let txn = self.db.begin_write()?;
-        let n = {
+        self.db.write(|txn| {
             let mut t = txn.open_table(ENTRIES)?;
-            let keys: Vec<String> = t
-                .range(from.as_str()..to.as_str())?
-                .map(|r| r.map(|(k, _)| k.value().to_string()))
-                .collect::<Result<_, _>>()?;
-            for k in &keys {
-                t.remove(k.as_str())?;
-            }
-            keys.len()
-        };
-        txn.commit()?;
-        Ok(n)
+            let mut n = 0;
+            t.retain_in(from.as_str()..to.as_str(), |_, _| {
+                n += 1;
+                false
+            })?;
+            Ok(n)
+        })
     }
 
     /// One list's entries, in id order.
-    pub fn load_list(&self, list: &str) -> anyhow::Result<Vec<Entry>> {
+    pub fn load_list(&self, list: &str) -> Result<Vec<Entry>, StorageError> {
         let (from, to) = range(list);
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(ENTRIES)?;
-        let mut out = Vec::new();
-        for row in t.range(from.as_str()..to.as_str())? {
-            let (_, v) = row?;
-            out.push(serde_json::from_slice(v.value()).context("a stored hash-list entry is not valid JSON")?);
-        }
-        Ok(out)
+        self.db.read(|txn| {
+            let t = txn.open_table(ENTRIES)?;
+            let mut out = Vec::new();
+            for row in t.range(from.as_str()..to.as_str())? {
+                out.push(decode(row?.1.value())?);
+            }
+            Ok(out)
+        })
     }
 
-    /// Every entry, by list.
-    pub fn load_all(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<Entry>>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(ENTRIES)?;
-        let mut out: std::collections::BTreeMap<String, Vec<Entry>> = Default::default();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let list = k.value().split('\0').next().unwrap_or_default().to_string();
-            let entry: Entry =
-                serde_json::from_slice(v.value()).context("a stored hash-list entry is not valid JSON")?;
-            out.entry(list).or_default().push(entry);
-        }
-        Ok(out)
+    /// Every entry, with its list, one at a time (a full load never holds every entry parsed).
+    pub fn for_each(&self, mut f: impl FnMut(&str, Entry)) -> Result<(), StorageError> {
+        self.db.read(|txn| {
+            let t = txn.open_table(ENTRIES)?;
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let list = k.value().split('\0').next().unwrap_or_default().to_string();
+                f(&list, decode(v.value())?);
+            }
+            Ok(())
+        })
     }
 }

@@ -67,15 +67,17 @@ fn read_file(file: &str) -> anyhow::Result<Labels> {
                 continue;
             }
         }
-        let Some(label) = rec.get(cols.label) else { continue };
+        // Cells as the decisions export wrote them (a formula-like cell has a leading `'`).
+        let cell = |c: usize| rec.get(c).map(crate::decisions::csv_uncell);
+        let Some(label) = cell(cols.label) else { continue };
         let fake = match parse_truth(label) {
             Some(fake) => fake,
             None if is_unlabelled(label) => continue,
             None if i == 0 => continue, // a header line of other names
             None => bail!("{file}: line {}: label '{label}' is not fake/real/1/0 (or unsure)", i + 1),
         };
-        let sha = cols.sha256.and_then(|c| rec.get(c)).map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
-        match (sha, cols.path.and_then(|c| rec.get(c)).map(str::trim).filter(|p| !p.is_empty())) {
+        let sha = cols.sha256.and_then(cell).map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
+        match (sha, cols.path.and_then(cell).map(str::trim).filter(|p| !p.is_empty())) {
             (Some(sha), _) => {
                 if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                     bail!("{file}: line {}: sha256 '{sha}' is not 64 hex digits", i + 1);
@@ -171,5 +173,31 @@ mod tests {
         let err = labels("path,label\na.jpg,maybe\n").err().unwrap();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         assert!(labels("label,sha256\nfake,abc\n").is_err());
+    }
+
+    #[test]
+    fn the_decisions_export_reads_back_with_its_formula_cells_neutralised() {
+        use crate::decisions::{to_csv, Call, Decision, Shown};
+        let d = |name: &str, call: Call| Decision {
+            sha256: hex::encode(Sha256::digest(name.as_bytes())),
+            decision: call,
+            reviewer: "k".into(),
+            decided_at: "2026-01-01T00:00:00.000Z".into(),
+            filename: Some(name.into()),
+            kind: Some("image".into()),
+            note: Some("=HYPERLINK(\"http://x.example/\")".into()),
+            shown: Shown::default(),
+            added_to_list: None,
+        };
+        let csv = to_csv(&[d("=cmd.jpg", Call::Manipulated), d("-2+3.jpg", Call::Authentic)]).unwrap();
+        assert!(!String::from_utf8_lossy(&csv).contains(",\"=cmd"), "not neutralised");
+        let l = labels(std::str::from_utf8(&csv).unwrap()).unwrap();
+        // By content, and by the path as the reviewer named it.
+        assert_eq!(l.truth(Path::new("x"), Some(&hex::encode(Sha256::digest(b"=cmd.jpg")))), Some(true));
+        let Labels::File { by_sha256, .. } = &l else { panic!() };
+        assert_eq!(by_sha256.len(), 2);
+        let paths =
+            labels(&String::from_utf8(csv).unwrap().replace(&hex::encode(Sha256::digest(b"-2+3.jpg")), "")).unwrap();
+        assert_eq!(paths.truth(Path::new("data/-2+3.jpg"), None), Some(false));
     }
 }

@@ -20,7 +20,7 @@ pub fn status_of(err: &CoreError) -> Code {
         CoreError::ModelNotFound(_) | CoreError::NotFound(_) => Code::NotFound,
         CoreError::Forbidden(_) => Code::PermissionDenied,
         CoreError::DeadlineExceeded(_) | CoreError::BodyTimeout(_) => Code::DeadlineExceeded,
-        CoreError::Unavailable(_) => Code::Unavailable,
+        CoreError::Unavailable(_) | CoreError::Storage(_) => Code::Unavailable,
         CoreError::Inference(_) => Code::Internal,
     }
 }

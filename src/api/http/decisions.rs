@@ -20,7 +20,7 @@ use super::error::{body_error, ApiError};
 use super::hashlists::{lists, require_admin};
 use super::state::AppState;
 use crate::auth::KeyId;
-use crate::decisions::{check_sha256, now_rfc3339, to_csv, Call, Decision, Decisions, Shown};
+use crate::decisions::{check_sha256, csv_rows, now_rfc3339, Call, Decision, Decisions, Shown};
 use crate::error::CoreError;
 use crate::hashlists::{check_list_name, Entry, HashKind};
 
@@ -50,10 +50,6 @@ fn decisions(state: &AppState) -> Result<Arc<Decisions>, CoreError> {
     state.decisions.clone().ok_or_else(|| CoreError::Unavailable("decisions are not enabled on this server".into()))
 }
 
-fn storage(e: anyhow::Error) -> CoreError {
-    CoreError::Inference(format!("decision storage failed: {e:#}"))
-}
-
 fn join_error(e: tokio::task::JoinError) -> CoreError {
     CoreError::Inference(e.to_string())
 }
@@ -79,7 +75,22 @@ pub async fn record(
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let cross_site = req.headers().get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site");
+    if cross_site {
+        return Err(CoreError::Forbidden("a decision cannot be recorded by another site's page".into()).into());
+    }
     let (body, media) = if content_type.starts_with("multipart/form-data") {
+        // Multipart carries media, which only an admin adding the item to a list sends. Checked
+        // before the body is read, so a scoring key cannot make the server buffer an upload for
+        // nothing; and without keys no multipart is taken at all, so a cross-site form (which
+        // can send multipart but not JSON) cannot record a decision.
+        require_admin(&state, key).map_err(|_| {
+            CoreError::Forbidden(
+                "multipart decisions carry media to add to a hash list, which needs an admin key; \
+                 send the decision alone as application/json"
+                    .into(),
+            )
+        })?;
         read_parts(req, &state).await?
     } else if content_type.starts_with("application/json") {
         let body = axum::body::to_bytes(req.into_body(), MAX_DECISION_BYTES).await.map_err(|e| {
@@ -121,11 +132,12 @@ pub async fn record(
     }
     let stored = decision.clone();
     // A durable commit (fsync): off the async workers.
-    tokio::task::spawn_blocking(move || store.record(&stored)).await.map_err(join_error)?.map_err(storage)?;
+    tokio::task::spawn_blocking(move || store.record(&stored)).await.map_err(join_error)?.map_err(CoreError::from)?;
     tracing::info!(sha256 = %decision.sha256, decision = decision.decision.as_str(), reviewer = %decision.reviewer, "decision recorded");
     Ok(Json(json!({ "decision": decision })))
 }
 
+/// The parts of a multipart decision (an admin's, checked by the caller).
 async fn read_parts(req: Request, state: &AppState) -> Result<(Bytes, Option<Bytes>), ApiError> {
     let mut mp = Multipart::from_request(req, state)
         .await
@@ -195,10 +207,8 @@ async fn add_to_list(state: &AppState, list: &str, d: &Decision, media: Bytes) -
         ));
     }
     let name = list.to_string();
-    tokio::task::spawn_blocking(move || lists.import(&name, entries))
-        .await
-        .map_err(join_error)?
-        .map_err(|e| CoreError::Inference(format!("hash-list storage failed: {e:#}")))
+    let report = tokio::task::spawn_blocking(move || lists.import(&name, entries)).await.map_err(join_error)??;
+    Ok(report.added + report.replaced)
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,10 +216,19 @@ async fn add_to_list(state: &AppState, list: &str, d: &Decision, media: Bytes) -
 pub struct ExportQuery {
     /// `json` (default) or `csv`.
     format: Option<String>,
+    /// Decisions per page (JSON: default 1000, at most 10,000). CSV without `limit` is the whole
+    /// export, streamed.
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
 }
 
-/// `GET /v1/decisions`: every decision, oldest first, as JSON or (`?format=csv`) as the CSV
-/// that `dfserve score --labels` reads.
+/// Most decisions in one page of `GET /v1/decisions`.
+const MAX_PAGE: usize = 10_000;
+
+/// `GET /v1/decisions`: decisions, oldest first, a page at a time as JSON (`next` names the
+/// following page), or (`?format=csv`) as the CSV that `dfserve score --labels` reads, streamed
+/// from the database page by page, so neither answer holds every decision in memory.
 pub async fn export(
     State(state): State<AppState>,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
@@ -220,23 +239,75 @@ pub async fn export(
         Some("csv") => true,
         Some(other) => return Err(CoreError::BadRequest(format!("format must be json or csv, got '{other}'")).into()),
     };
-    let store = decisions(&state)?;
-    let all = tokio::task::spawn_blocking(move || store.all()).await.map_err(join_error)?.map_err(storage)?;
-    if csv {
-        let body = to_csv(&all).map_err(|e| CoreError::Inference(format!("CSV export failed: {e:#}")))?;
-        let disposition = "attachment; filename=\"dfserve-decisions.csv\"";
-        return Ok(
-            ([(CONTENT_TYPE, "text/csv; charset=utf-8"), (CONTENT_DISPOSITION, disposition)], body).into_response()
-        );
+    if q.limit.is_some_and(|n| n == 0 || n > MAX_PAGE) {
+        return Err(CoreError::BadRequest(format!("limit must be 1 to {MAX_PAGE}")).into());
     }
-    Ok(Json(json!({ "decisions": all })).into_response())
+    let store = decisions(&state)?;
+    if csv && q.limit.is_none() {
+        return Ok(csv_stream(store, q.after));
+    }
+    let limit = q.limit.unwrap_or(1000);
+    let page = tokio::task::spawn_blocking(move || store.page(q.after.as_deref(), limit))
+        .await
+        .map_err(join_error)?
+        .map_err(|e| match e.downcast::<crate::datastore::StorageError>() {
+            Ok(s) => CoreError::from(s),
+            Err(e) => CoreError::BadRequest(format!("bad `after`: {e:#}")),
+        })?;
+    if csv {
+        let body =
+            csv_rows(&page.decisions, true).map_err(|e| CoreError::Inference(format!("CSV export failed: {e:#}")))?;
+        let mut resp = csv_response(axum::body::Body::from(body));
+        if let Some(next) = page.next {
+            resp.headers_mut().insert("x-next-page", next.parse().map_err(|_| CoreError::Inference("cursor".into()))?);
+        }
+        return Ok(resp);
+    }
+    Ok(Json(json!({ "decisions": page.decisions, "next": page.next })).into_response())
+}
+
+fn csv_response(body: axum::body::Body) -> Response {
+    let disposition = "attachment; filename=\"dfserve-decisions.csv\"";
+    ([(CONTENT_TYPE, "text/csv; charset=utf-8"), (CONTENT_DISPOSITION, disposition)], body).into_response()
+}
+
+/// The whole CSV export, read a page at a time on a blocking thread and sent as it is read. A
+/// storage failure midway ends the body with an error (the client sees a cut-off download, not
+/// a short file that looks whole).
+fn csv_stream(store: Arc<Decisions>, after: Option<String>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let (mut after, mut header) = (after, true);
+        loop {
+            let chunk = store.page(after.as_deref(), 1000).and_then(|p| Ok((csv_rows(&p.decisions, header)?, p.next)));
+            header = false;
+            match chunk {
+                Ok((bytes, next)) => {
+                    if tx.blocking_send(Ok(Bytes::from(bytes))).is_err() {
+                        return;
+                    }
+                    match next {
+                        Some(n) => after = Some(n),
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "decisions CSV export failed midway");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+                    return;
+                }
+            }
+        }
+    });
+    csv_response(axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// `GET /v1/decisions/summary`: how many decisions, of which kind, on how many items, by how
 /// many reviewers (the page's running tally).
 pub async fn summary(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = decisions(&state)?;
-    let sum = tokio::task::spawn_blocking(move || store.summary()).await.map_err(join_error)?.map_err(storage)?;
+    let sum =
+        tokio::task::spawn_blocking(move || store.summary()).await.map_err(join_error)?.map_err(CoreError::from)?;
     Ok(Json(json!(sum)))
 }
 
@@ -244,6 +315,7 @@ pub async fn summary(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 pub async fn of_item(State(state): State<AppState>, Path(sha256): Path<String>) -> Result<Json<Value>, ApiError> {
     let sha = check_sha256(&sha256).map_err(|e| CoreError::BadRequest(e.to_string()))?;
     let store = decisions(&state)?;
-    let found = tokio::task::spawn_blocking(move || store.of(&sha)).await.map_err(join_error)?.map_err(storage)?;
+    let found =
+        tokio::task::spawn_blocking(move || store.of(&sha)).await.map_err(join_error)?.map_err(CoreError::from)?;
     Ok(Json(json!({ "decisions": found })))
 }

@@ -22,7 +22,7 @@ pub fn status_of(err: &CoreError) -> StatusCode {
         CoreError::QueueFull(_) | CoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
         CoreError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-        CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Unavailable(_) | CoreError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -35,6 +35,19 @@ pub fn body_error(status: StatusCode, what: &str, detail: String) -> CoreError {
     } else {
         CoreError::BadRequest(format!("bad {what}: {detail}"))
     }
+}
+
+/// The status for a body that `axum::body::to_bytes` could not read: 413 when it hit the
+/// length limit, 400 otherwise.
+pub fn status_of_body(e: &axum::Error) -> StatusCode {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return StatusCode::PAYLOAD_TOO_LARGE;
+        }
+        source = err.source();
+    }
+    StatusCode::BAD_REQUEST
 }
 
 /// `{"error": message, "code": stable_code}` with the mapped status.
@@ -50,7 +63,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(&self.0);
         let mut resp = (status, Json(json!({ "error": self.0.to_string(), "code": self.0.code() }))).into_response();
-        if matches!(self.0, CoreError::QueueFull(_) | CoreError::Busy(_) | CoreError::Unavailable(_)) {
+        if matches!(
+            self.0,
+            CoreError::QueueFull(_) | CoreError::Busy(_) | CoreError::Unavailable(_) | CoreError::Storage(_)
+        ) {
             resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
         }
         resp
@@ -81,6 +97,7 @@ mod tests {
             (CoreError::DeadlineExceeded(Duration::from_secs(1)), 504),
             (CoreError::BodyTimeout(Duration::from_secs(1)), 408),
             (CoreError::Unavailable("draining".into()), 503),
+            (CoreError::Storage("disk full".into()), 503),
             (CoreError::Inference("boom".into()), 500),
         ];
         for (err, status) in cases {

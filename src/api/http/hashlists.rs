@@ -5,18 +5,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{Path, Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{body_error, ApiError};
 use super::state::AppState;
 use crate::auth::KeyId;
 use crate::error::CoreError;
-use crate::hashlists::{check_list_name, parse_entries, HashLists};
+use crate::hashlists::{check_list_name, HashLists};
 
 pub(super) fn lists(state: &AppState) -> Result<Arc<HashLists>, CoreError> {
     state
@@ -40,8 +39,8 @@ pub(super) fn require_admin(state: &AppState, key: Option<Extension<KeyId>>) -> 
     }
 }
 
-fn internal(e: anyhow::Error) -> CoreError {
-    CoreError::Inference(format!("hash-list storage failed: {e:#}"))
+fn join_error(e: tokio::task::JoinError) -> CoreError {
+    CoreError::Inference(e.to_string())
 }
 
 /// `GET /v1/hashlists`: every list with its entry counts.
@@ -56,8 +55,8 @@ pub async fn export(State(state): State<AppState>, Path(list): Path<String>) -> 
     // A large list is read from the database: off the async workers.
     let entries = tokio::task::spawn_blocking(move || store.export(&name))
         .await
-        .map_err(|e| CoreError::Inference(e.to_string()))?
-        .map_err(internal)?
+        .map_err(join_error)?
+        .map_err(CoreError::from)?
         .ok_or_else(|| CoreError::NotFound(format!("no hash list '{list}'")))?;
     let mut body = Vec::new();
     for e in entries {
@@ -68,29 +67,41 @@ pub async fn export(State(state): State<AppState>, Path(list): Path<String>) -> 
 }
 
 /// `POST /v1/hashlists/{list}`: adds the entries in the body (JSON Lines, or CSV with a header
-/// `kind,hash,id[,label,source]`); the list is created if new. All or nothing.
+/// `kind,hash,id[,label,source]`); the list is created if new. All or nothing. The key's role
+/// and the import's memory are checked before the body is read.
 pub async fn import(
     State(state): State<AppState>,
     key: Option<Extension<KeyId>>,
     Path(list): Path<String>,
-    body: Bytes,
+    req: Request,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&state, key)?;
     check_list_name(&list).map_err(|e| CoreError::BadRequest(e.to_string()))?;
     let lists = lists(&state)?;
-    let name = list.clone();
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(state.max_body_bytes)
+        .min(state.max_body_bytes);
+    let permit = lists.admit_import(declared)?;
+    let body = axum::body::to_bytes(req.into_body(), state.max_body_bytes)
+        .await
+        .map_err(|e| body_error(super::error::status_of_body(&e), "hash-list import", e.to_string()))?;
     // Parsing and committing up to --max-body-bytes of entries: off the async workers.
-    let added = tokio::task::spawn_blocking(move || {
-        let text =
-            std::str::from_utf8(&body).map_err(|_| CoreError::BadRequest("the body is not UTF-8 text".into()))?;
-        let entries =
-            parse_entries(text).map_err(|e| CoreError::BadRequest(format!("bad hash-list entries: {e:#}")))?;
-        lists.import(&name, entries).map_err(internal)
+    let report = tokio::task::spawn_blocking(move || {
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| CoreError::BadRequest(format!("the body is not UTF-8 text: {e}")))?;
+        let report = lists.import_text(&list, text);
+        drop(body);
+        drop(permit);
+        crate::datastore::release_freed_memory();
+        report.map_err(CoreError::from)
     })
     .await
-    .map_err(|e| CoreError::Inference(e.to_string()))??;
-    tracing::info!(list = %list, added, "hash list changed");
-    Ok(Json(json!({ "list": list, "added": added })))
+    .map_err(join_error)??;
+    tracing::info!(list = %report.list, added = report.added, replaced = report.replaced, duplicates = report.duplicates, entries = report.entries, "hash list changed");
+    Ok(Json(json!(report)))
 }
 
 /// `DELETE /v1/hashlists/{list}`.
@@ -104,8 +115,8 @@ pub async fn delete_list(
     let name = list.clone();
     let deleted = tokio::task::spawn_blocking(move || lists.delete_list(&name))
         .await
-        .map_err(|e| CoreError::Inference(e.to_string()))?
-        .map_err(internal)?;
+        .map_err(join_error)?
+        .map_err(CoreError::from)?;
     if deleted == 0 {
         return Err(CoreError::NotFound(format!("no hash list '{list}'")).into());
     }
@@ -124,8 +135,8 @@ pub async fn delete_entry(
     let (l, i) = (list.clone(), id.clone());
     let found = tokio::task::spawn_blocking(move || lists.delete(&l, &i))
         .await
-        .map_err(|e| CoreError::Inference(e.to_string()))?
-        .map_err(internal)?;
+        .map_err(join_error)?
+        .map_err(CoreError::from)?;
     if !found {
         return Err(CoreError::NotFound(format!("no entry '{id}' in hash list '{list}'")).into());
     }

@@ -14,13 +14,28 @@ pub async fn live() -> impl IntoResponse {
 }
 
 /// Ready once every model has loaded and run a warm-up batch; not ready while draining.
+///
+/// Storage is reported, not gated on: while the data dir's database fails writes, readiness
+/// stays 200 with `storage.writable: false` and the reason, because detection (the traffic a
+/// load balancer routes) reads in-memory indexes only and keeps working; list changes and
+/// decisions answer 503 `storage_unavailable` meanwhile. Taking the replica out would stop
+/// detection too, for a fault that the next successful write clears.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let storage = match state.storage.clone() {
+        Some(db) => tokio::task::spawn_blocking(move || db.state()).await.ok().map(|s| json!(s)),
+        None => None,
+    };
     if state.core.is_ready() {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+        (StatusCode::OK, Json(json!({ "status": "ready", "storage": storage })))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "error": "models loading or server draining", "code": "unavailable" })),
+            Json(json!({
+                "status": "not_ready",
+                "error": "models loading or server draining",
+                "code": "unavailable",
+                "storage": storage,
+            })),
         )
     }
 }

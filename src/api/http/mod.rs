@@ -5,6 +5,7 @@ mod error;
 mod hashlists;
 mod health;
 mod json_tensor;
+mod refusals;
 mod state;
 mod ui;
 mod v1;
@@ -40,6 +41,8 @@ pub struct HttpOptions {
     pub bodies: crate::api::body::BodyBudget,
     /// Where reviewers' decisions are kept (`/v1/decisions`); off when `None`.
     pub decisions: Option<Arc<crate::decisions::Decisions>>,
+    /// The data dir's database, whose write health readiness reports.
+    pub storage: Option<Arc<crate::datastore::DataStore>>,
 }
 
 pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
@@ -52,6 +55,8 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         public_metrics: opts.public_metrics,
         bodies: opts.bodies,
         decisions: opts.decisions,
+        storage: opts.storage,
+        max_body_bytes,
     };
     Router::new()
         .route("/v1/detect", post(v1::detect))
@@ -90,6 +95,8 @@ pub fn router(detector: Arc<Detector>, opts: HttpOptions) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), budget_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(refusals::json_errors))
+        .layer(middleware::from_fn(refusals::linger))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)

@@ -21,4 +21,8 @@ pub struct AppState {
     pub decisions: Option<Arc<Decisions>>,
     /// The request-body budget shared with gRPC.
     pub bodies: crate::api::body::BodyBudget,
+    /// The data dir's database, for readiness details; `None` without one.
+    pub storage: Option<Arc<crate::datastore::DataStore>>,
+    /// `--max-body-bytes`, for handlers that read their body themselves.
+    pub max_body_bytes: usize,
 }
