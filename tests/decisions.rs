@@ -88,8 +88,11 @@ async fn decisions_are_kept_per_reviewer_across_a_kill_and_feed_hash_lists_only_
     // A decision part past 256 KiB is refused as it arrives.
     let mut huge = decision("unsure");
     huge["note"] = json!("x".repeat(300_000));
-    let (status, body) = post_with_media(&s, REVIEWER, &huge, Vec::new()).await;
+    let (status, body) = post_with_media(&s, ADMIN, &huge, Vec::new()).await;
     assert!(status == 400 && body["error"].as_str().unwrap().contains("over 262144 bytes"), "{body}");
+    // Multipart (media for a hash list) from a scoring key is refused before its body is read.
+    let (status, body) = post_with_media(&s, REVIEWER, &decision("unsure"), vec![0u8; 8 << 20]).await;
+    assert!(status == 403 && body["error"].as_str().unwrap().contains("admin key"), "{body}");
     // Adding to a hash list: admins only, with the media, and only the reviewed bytes.
     let mut add = decision("manipulated");
     add["add_to_list"] = json!("reviewed");
@@ -130,8 +133,21 @@ async fn decisions_are_kept_per_reviewer_across_a_kill_and_feed_hash_lists_only_
     assert_eq!(status, 200);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[0].starts_with("path,label,sha256,decision,reviewer,decided_at"));
-    assert!(lines[1..].iter().all(|l| l.starts_with("upload.jpg,")), "{csv}");
+    assert!(lines[0].starts_with(r#""path","label","sha256","decision","reviewer","decided_at""#), "{csv}");
+    assert!(lines[1..].iter().all(|l| l.starts_with(r#""upload.jpg","#)), "{csv}");
+    // JSON pages: one at a time, then the next, then none.
+    let s = &s;
+    let page = |q: String| async move { serde_json::from_str::<Value>(&get(s, &q).await.1).unwrap() };
+    let first = page("/v1/decisions?limit=1".into()).await;
+    assert_eq!(first["decisions"].as_array().unwrap().len(), 1, "{first}");
+    let next = first["next"].as_str().unwrap().to_string();
+    let second = page(format!("/v1/decisions?limit=1&after={next}")).await;
+    assert_eq!(second["decisions"].as_array().unwrap().len(), 1, "{second}");
+    assert_ne!(first["decisions"][0], second["decisions"][0]);
+    let all = page("/v1/decisions".into()).await;
+    assert!(all["next"].is_null() && all["decisions"].as_array().unwrap().len() == 2, "{all}");
+    assert_eq!(get(s, "/v1/decisions?limit=0").await.0, 400);
+    assert_eq!(get(s, "/v1/decisions?after=nothex").await.0, 400);
     assert_eq!(get(&s, "/v1/decisions?format=xml").await.0, 400);
     // Without a key: refused like the rest of the API; the page's files are served to anyone.
     assert_eq!(s.client.get(s.url("/v1/decisions")).send().await.unwrap().status(), 401);

@@ -5,7 +5,8 @@
 //! the connection while the client is still writing, the client's kernel gets a reset and most
 //! HTTP clients (Python's urllib and requests among them) report a broken pipe instead of the
 //! answer. nginx solves this with a "lingering close"; here the rest of the body is read and
-//! dropped, up to [`LINGER_BYTES`] and [`LINGER_TIME`], then the answer is sent. Nothing is
+//! dropped, up to [`LINGER_BYTES`] and [`LINGER_TIME`] (and while it keeps coming), then the
+//! answer is sent. Nothing is
 //! buffered, and clients that asked `Expect: 100-continue` are not drained (they have not sent
 //! the body, and stop when the answer arrives).
 //!
@@ -33,6 +34,9 @@ use serde_json::json;
 pub const LINGER_BYTES: usize = 64 << 20;
 /// Longest time spent draining one.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Draining stops when the client sends nothing for this long (a stalled body is not waited
+/// for: its refusal is sent at once).
+pub const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 /// A request body the handler reads through, while the middleware keeps hold of what is left.
 #[derive(Clone)]
@@ -83,7 +87,9 @@ pub async fn linger(req: Request, next: Next) -> Response {
 async fn drain(mut body: Body) {
     let until = tokio::time::Instant::now() + LINGER_TIME;
     let mut drained = 0usize;
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until, body.frame()).await {
+    loop {
+        let by = until.min(tokio::time::Instant::now() + LINGER_IDLE);
+        let Ok(Some(Ok(frame))) = tokio::time::timeout_at(by, body.frame()).await else { break };
         drained += frame.data_ref().map_or(0, |d| d.len());
         if drained > LINGER_BYTES {
             break;
