@@ -148,7 +148,7 @@ async fn decisions_are_kept_per_reviewer_across_a_kill_and_feed_hash_lists_only_
     assert!(all["next"].is_null() && all["decisions"].as_array().unwrap().len() == 2, "{all}");
     assert_eq!(get(s, "/v1/decisions?limit=0").await.0, 400);
     assert_eq!(get(s, "/v1/decisions?after=nothex").await.0, 400);
-    assert_eq!(get(&s, "/v1/decisions?format=xml").await.0, 400);
+    assert_eq!(get(s, "/v1/decisions?format=xml").await.0, 400);
     // Without a key: refused like the rest of the API; the page's files are served to anyone.
     assert_eq!(s.client.get(s.url("/v1/decisions")).send().await.unwrap().status(), 401);
     let page = s.client.get(s.url("/ui")).send().await.unwrap();
