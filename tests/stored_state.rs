@@ -212,7 +212,7 @@ async fn imports_are_admitted_within_their_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&["--api-key-file", &key_file(dir.path()), "--max-import-memory-bytes", "10000000"]).await;
     let addr = s.base.trim_start_matches("http://").to_string();
-    // The first declares 1.5 MB (9 MB at 6x) and sends it slowly.
+    // The first declares 1.5 MB (10.5 MB at 7x: all of the budget) and sends it slowly.
     let body: String = (0..20_000).map(|i| sha_line(&format!("e{i}"), format!("{i}").as_bytes())).collect();
     let body = body.into_bytes()[..1_500_000].to_vec();
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();

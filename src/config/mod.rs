@@ -96,7 +96,7 @@ pub struct ServeArgs {
     /// Where state that must last lives: the hash lists and reviewers' decisions (`dfserve.redb`).
     #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir())]
     pub data_dir: PathBuf,
-    /// Memory that hash-list imports in progress may take at once; an import takes about 6x
+    /// Memory that hash-list imports in progress may take at once; an import takes about 7x
     /// its body, and one beyond the budget is refused with 429 `busy` (one import always runs).
     #[arg(long, env = "DFSERVE_MAX_IMPORT_MEMORY_BYTES", default_value_t = 768 * 1024 * 1024)]
     pub max_import_memory_bytes: usize,

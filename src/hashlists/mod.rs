@@ -154,7 +154,7 @@ pub struct HashLists {
 
 /// Peak memory of an import, as a multiple of its body: the body itself, the transaction's
 /// pages and the index delta (measured: see README, "Hash lists").
-pub const IMPORT_MEMORY_FACTOR: usize = 6;
+pub const IMPORT_MEMORY_FACTOR: usize = 7;
 
 /// What an upload is matched on.
 pub struct Probe<'a> {
@@ -255,25 +255,27 @@ impl HashLists {
         let q = self.rules.pdq_min_quality;
         let _w = self.writer()?;
         let mut report = ImportReport { list: list.to_string(), ..Default::default() };
-        // What the index will get once the commit is durable; the last line of an id wins.
-        let mut delta: Vec<Indexed> = Vec::new();
+        // What the index will get once the commit is durable: each id's new entry (its last
+        // line wins) and the entry it replaced in the database, if any.
+        let mut delta: Vec<(Indexed, Option<Entry>)> = Vec::new();
         let mut at: HashMap<Arc<str>, usize> = HashMap::new();
         let mut lines = 0usize;
-        self.store.put_all(list, entries.inspect(|_| lines += 1), |e, was_there| {
+        self.store.put_all(list, entries.inspect(|_| lines += 1), |e, old| {
             let ix = Indexed::of(e, q);
             match at.get(&ix.id) {
+                // What this line replaced is the same import's earlier line, never indexed.
                 Some(&i) => {
                     report.duplicates += 1;
-                    delta[i] = ix;
+                    delta[i].0 = ix;
                 }
                 None => {
-                    if was_there {
+                    if old.is_some() {
                         report.replaced += 1;
                     } else {
                         report.added += 1;
                     }
                     at.insert(ix.id.clone(), delta.len());
-                    delta.push(ix);
+                    delta.push((ix, old));
                 }
             }
             Ok(())
@@ -284,7 +286,10 @@ impl HashLists {
         drop(at);
         let mut lists = self.write();
         let index = lists.entry(list.to_string()).or_default();
-        for ix in delta {
+        for (ix, old) in delta {
+            if let Some(old) = old {
+                index.remove(&old);
+            }
             index.insert(ix);
         }
         report.entries = index.len();
@@ -294,15 +299,15 @@ impl HashLists {
     /// Removes one entry; whether it existed.
     pub fn delete(&self, list: &str, id: &str) -> Result<bool, ListError> {
         let _w = self.writer()?;
-        let found = self.store.delete(list, id)?;
+        let Some(old) = self.store.delete(list, id)? else { return Ok(false) };
         let mut lists = self.write();
         if let Some(index) = lists.get_mut(list) {
-            index.remove(id);
+            index.remove(&old);
             if index.is_empty() {
                 lists.remove(list);
             }
         }
-        Ok(found)
+        Ok(true)
     }
 
     /// Removes a list; how many entries it had.
@@ -364,10 +369,9 @@ impl HashLists {
         }
         let wants_exact = lists.values().any(|l| !l.exact.is_empty());
         let digests = wants_exact.then(|| {
-            [
-                (HashKind::Md5, hex::encode(Md5::digest(probe.bytes))),
-                (HashKind::Sha256, hex::encode(Sha256::digest(probe.bytes))),
-            ]
+            let mut md5 = [0u8; 32];
+            md5[..16].copy_from_slice(&Md5::digest(probe.bytes));
+            [(HashKind::Md5, md5), (HashKind::Sha256, Sha256::digest(probe.bytes).into())]
         });
         let r = self.rules;
         let pdq = probe.pdq.filter(|p| p.quality >= r.pdq_min_quality).map(|p| Pdq::lanes(&p.words));
@@ -386,9 +390,9 @@ impl HashLists {
                     found.push((&**id, HashKind::Vpdq, c.min_distance, Some(c)));
                 }
             }
-            for (kind, hash) in digests.iter().flatten() {
-                for id in l.exact.get(&(*kind, hash.as_str().into())).into_iter().flatten() {
-                    found.push((&**id, *kind, 0, None));
+            for d in digests.iter().flatten() {
+                for id in l.exact.get(d).into_iter().flatten() {
+                    found.push((&**id, d.0, 0, None));
                 }
             }
             found.sort_by_key(|(id, _, d, _)| (*d, *id));

@@ -44,30 +44,34 @@ impl Store {
     }
 
     /// Adds (or replaces, by id) every entry of `entries` in `list` in one transaction, handing
-    /// each to `each` with whether its id was already stored; durable when it returns. Any
-    /// error (a bad entry from the iterator, or from `each`) leaves the database unchanged.
+    /// each to `each` with the entry it replaced, if any; durable when it returns. Any error (a
+    /// bad entry from the iterator, or from `each`) leaves the database unchanged.
     pub fn put_all<E: TxnError>(
         &self,
         list: &str,
         entries: impl Iterator<Item = Result<Entry, E>>,
-        mut each: impl FnMut(Entry, bool) -> Result<(), E>,
+        mut each: impl FnMut(Entry, Option<Entry>) -> Result<(), E>,
     ) -> Result<(), E> {
         self.db.write(|txn| {
             let mut t = txn.open_table(ENTRIES).map_err(StorageError::from)?;
             for e in entries {
                 let e = e?;
                 let value = serde_json::to_vec(&e).map_err(|e| StorageError(e.to_string()))?;
-                let was_there =
-                    t.insert(key(list, &e.id).as_str(), value.as_slice()).map_err(StorageError::from)?.is_some();
-                each(e, was_there)?;
+                let old = t.insert(key(list, &e.id).as_str(), value.as_slice()).map_err(StorageError::from)?;
+                let old = old.map(|v| decode(v.value())).transpose()?;
+                each(e, old)?;
             }
             Ok(())
         })
     }
 
-    /// Removes one entry; whether it was there.
-    pub fn delete(&self, list: &str, id: &str) -> Result<bool, StorageError> {
-        self.db.write(|txn| Ok(txn.open_table(ENTRIES)?.remove(key(list, id).as_str())?.is_some()))
+    /// Removes one entry, returning it if it was there.
+    pub fn delete(&self, list: &str, id: &str) -> Result<Option<Entry>, StorageError> {
+        self.db.write(|txn| {
+            let mut t = txn.open_table(ENTRIES)?;
+            let old = t.remove(key(list, id).as_str())?;
+            old.map(|v| decode(v.value())).transpose()
+        })
     }
 
     /// Removes a whole list; how many entries it had.
