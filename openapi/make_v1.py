@@ -77,7 +77,11 @@ schemas["ModelsResponse"] = {"type": "object", "required": ["device", "models", 
                                             "classifiers": {"type": "array"}}}
 schemas["ListSummary"] = obj({"name": string, "entries": integer, "by_kind": {"type": "object"}})
 schemas["HashLists"] = obj({"lists": {"type": "array", "items": ref("ListSummary")}})
-schemas["ListChange"] = obj({"list": string}, {"added": integer, "deleted": {"type": ["integer", "string"]}})
+schemas["ListChange"] = obj({"list": string}, {"deleted": {"type": ["integer", "string"]}})
+schemas["ListImport"] = obj(
+    {"list": string, "added": integer, "replaced": integer, "duplicates": integer, "entries": integer},
+    description="What an import did: ids new to the list, ids replaced, lines whose id came earlier in the "
+                "same import (the last counts), and the list's entries afterwards.")
 
 call = {"enum": ["manipulated", "authentic", "unsure"]}
 schemas["ShownFace"] = obj({"score": opt_num}, {"verdict": string, "members": {
@@ -98,6 +102,9 @@ schemas["Decision"] = obj(
      "decided_at": {"type": "string", "format": "date-time"}, "shown": ref("Shown")},
     {"filename": string, "kind": string, "note": string, "added_to_list": string})
 schemas["Decisions"] = obj({"decisions": {"type": "array", "items": ref("Decision")}})
+schemas["DecisionPage"] = obj(
+    {"decisions": {"type": "array", "items": ref("Decision")},
+     "next": {"type": ["string", "null"], "description": "pass as `after` for the next page; null after the last"}})
 schemas["DecisionSummary"] = obj({"total": integer, "items": integer, "reviewers": integer,
                                   "by_decision": {"type": "object", "additionalProperties": integer}})
 schemas["DecisionRecorded"] = obj({"decision": ref("Decision")})
@@ -108,7 +115,7 @@ schemas["WhoAmI"] = obj({"key_id": {"type": ["string", "null"]}, "admin": {"type
 errors = {str(c): {"description": d, "content": {"application/json": {"schema": ref("Error")}}} for c, d in [
     (400, "a bad option or an empty body"), (401, "no or an unknown API key"), (403, "not allowed for this key"),
     (413, "the body is over --max-body-bytes"), (422, "the upload cannot be decoded, or is too large to decode"),
-    (429, "overloaded: retry shortly"), (503, "warming up or draining"), (504, "over --request-timeout")]}
+    (429, "overloaded: retry shortly"), (503, "warming up or draining, or storage failing (storage_unavailable): retry after Retry-After"), (504, "over --request-timeout")]}
 q = lambda name, schema, d: {"name": name, "in": "query", "required": False, "schema": schema, "description": d}  # noqa: E731
 list_param = {"name": "list", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}
 ok = lambda schema, d="OK": {"description": d, "content": {"application/json": {"schema": schema}}}  # noqa: E731
@@ -149,7 +156,8 @@ doc = {
             "post": {"summary": "Add entries (admin key): JSON Lines or CSV with a kind,hash,id[,label,source] header.",
                      "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": string},
                                                                    "text/csv": {"schema": string}}},
-                     "responses": {"200": ok(ref("ListChange")), "400": errors["400"], "403": errors["403"]}},
+                     "responses": {"200": ok(ref("ListImport")), "400": errors["400"], "403": errors["403"],
+                                   "413": errors["413"], "429": errors["429"], "503": errors["503"]}},
             "delete": {"summary": "Delete a list (admin key).",
                        "responses": {"200": ok(ref("ListChange")), "403": errors["403"]}}},
         "/v1/hashlists/{list}/entries/{id}": {
@@ -157,19 +165,24 @@ doc = {
             "delete": {"summary": "Delete one entry (admin key).",
                        "responses": {"200": ok(ref("ListChange")), "403": errors["403"]}}},
         "/v1/decisions": {
-            "get": {"summary": "Every reviewer decision, oldest first; `format=csv` gives the CSV that "
-                               "`dfserve score --labels` reads.",
-                    "parameters": [q("format", {"enum": ["json", "csv"]}, "json (default) or csv")],
+            "get": {"summary": "Reviewer decisions, oldest first, a page at a time; `format=csv` gives the "
+                               "CSV that `dfserve score --labels` reads (all of it, streamed, unless `limit` is "
+                               "given; formula-like cells get a leading `'`).",
+                    "parameters": [q("format", {"enum": ["json", "csv"]}, "json (default) or csv"),
+                                   q("limit", {"type": "integer", "minimum": 1, "maximum": 10000},
+                                     "decisions per page (JSON default 1000)"),
+                                   q("after", string, "the `next` of the previous page")],
                     "responses": {"200": {"description": "OK", "content": {
-                        "application/json": {"schema": ref("Decisions")}, "text/csv": {"schema": string}}},
-                        "401": errors["401"]}},
+                        "application/json": {"schema": ref("DecisionPage")}, "text/csv": {"schema": string}}},
+                        "400": errors["400"], "401": errors["401"]}},
             "post": {"summary": "Record the presenting key's decision on one item (replacing its earlier one).",
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": ref("DecisionRequest")},
                          "multipart/form-data": {"schema": obj(
                              {"decision": ref("DecisionRequest")},
                              {"media": {"type": "string", "contentMediaType": "application/octet-stream"}})}}},
-                     "responses": {"200": ok(ref("DecisionRecorded")), "400": errors["400"], "403": errors["403"]}}},
+                     "responses": {"200": ok(ref("DecisionRecorded")), "400": errors["400"], "403": errors["403"],
+                                   "503": errors["503"]}}},
         "/v1/decisions/summary": {"get": {
             "summary": "How many decisions, of which kind, on how many items, by how many reviewers.",
             "responses": {"200": ok(ref("DecisionSummary")), "401": errors["401"]}}},

@@ -7,13 +7,21 @@ Every Rust file is a module. A path in a `use` declaration or in code (`crate::a
 from the file that wrote it. An item re-exported by a parent (`pub use child::X`) and reached
 through the parent counts as an edge to the parent, so a child that takes its parent's items
 while the parent takes the child's is a cycle, as it reads. Inline test modules are part of
-their file. Exit status 1 on any cycle or oversized file.
+their file. Two layering rules hold between the crate's top-level modules too: no two import
+each other (so `core` cannot reach back into the detect layer's signals, nor `hashing` into
+`video` and back), and only the command modules in COMMANDS read the command line's settings
+(`config`). Exit status 1 on any cycle, layering break or oversized file.
 """
 import os
 import re
 import sys
 
 LIMIT = int(os.environ.get("DFSERVE_MAX_FILE_LINES", "500"))
+# The modules that run a command and so may read its settings (`config`).
+COMMANDS = {"config", "server", "score", "bench", "<bin>"}
+# What a module must not import: the inference core knows nothing of the detect layer's signals
+# (hash matching, hashing, provenance) nor of anything above it.
+FORBIDDEN = {"core": {"detect", "hashing", "hashlists", "provenance", "decisions", "api", "server"}}
 
 
 def module_files(src):
@@ -136,6 +144,20 @@ def main():
     for n in sorted(edges):
         if n not in state:
             visit(n, [])
+    # Between top-level modules (the crate root itself aside).
+    top = {}
+    for a, targets in edges.items():
+        for b in targets:
+            if a and b and a[0] != b[0]:
+                top.setdefault(a[0], set()).add(b[0])
+    for a in sorted(top):
+        for b in sorted(top[a]):
+            if a < b and a in top.get(b, ()):
+                problems.append(f"layer cycle: module {a} <-> module {b}")
+        for b in sorted(top[a] & FORBIDDEN.get(a, set())):
+            problems.append(f"layering: module {a} imports module {b}")
+        if "config" in top[a] and a not in COMMANDS:
+            problems.append(f"layering: module {a} reads the command line's settings (config); pass it values")
     for p in problems:
         print(p)
     print(f"check_modules: {len(mods)} files, {sum(len(e) for e in edges.values())} imports, {len(problems)} problems")

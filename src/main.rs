@@ -37,7 +37,9 @@ fn main() -> std::process::ExitCode {
         Command::Health(args) => dfserve::healthcheck::run(&args),
         Command::Embed(args) => block_on(dfserve::score::embed::run(args)),
         Command::Calibrate(args) => dfserve::score::calibrate_file(&args),
-        Command::Hash(args) => dfserve::hashing::run(&args),
+        Command::Hash(args) => {
+            dfserve::hashing::run(&args.files, args.engine.video_settings(), args.engine.max_image_pixels)
+        }
         Command::Hashes(args) => dfserve::hashlists::cli::run(&args),
         Command::BenchModel(args) => dfserve::bench::bench_model(&args),
         Command::BenchPipeline(args) => dfserve::bench::bench_pipeline(&args),

@@ -63,8 +63,9 @@ pub struct ImageOptions {
     pub classifier: Arc<Classifier>,
     pub threshold: f32,
     pub mode: Mode,
-    /// Also compute the picture's PDQ hash (for matching against hash lists).
-    pub pdq: bool,
+    /// Hand the decoded pixels back with the result (the detect layer hashes them for
+    /// matching).
+    pub keep_pixels: bool,
 }
 
 /// A picture to score: encoded bytes from a client, or pixels already decoded (video frames).
@@ -125,15 +126,10 @@ pub struct ImageResult {
     #[serde(flatten)]
     pub judgement: Judgement,
     pub faces: Vec<FaceResult>,
-    /// Known content this upload matched (hash lists); filled in by the detect layer.
-    pub matches: Vec<crate::hashlists::Match>,
-    /// C2PA Content Credentials of the upload; filled in by the detect layer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<Box<crate::provenance::Provenance>>,
     pub timings: ImageTimings,
-    /// The picture's PDQ hash, when asked for (`ImageOptions::pdq`).
+    /// The decoded picture, when asked for (`ImageOptions::keep_pixels`).
     #[serde(skip)]
-    pub pdq: Option<crate::hashing::pdq::Pdq>,
+    pub pixels: Option<Arc<RgbImage>>,
 }
 
 impl ImageResult {
@@ -179,8 +175,8 @@ impl ImagePipeline {
             // Whole mode feeds the classifier first: refuse before decoding when it is full.
             classifier.check_capacity()?;
         }
-        let Prepared { width, height, faces, pdq } =
-            self.prepare(picture, classifier.inputs(), opts.mode, opts.pdq, deadline, &mut t).await?;
+        let Prepared { width, height, faces, pixels } =
+            self.prepare(picture, classifier.inputs(), opts.mode, opts.keep_pixels, deadline, &mut t).await?;
 
         // Every face is its own batch entry, so faces of this and other requests batch together.
         let t3 = Instant::now();
@@ -224,10 +220,8 @@ impl ImagePipeline {
             threshold: opts.threshold,
             judgement,
             faces: per_face,
-            matches: Vec::new(),
-            provenance: None,
             timings: t,
-            pdq,
+            pixels,
         })
     }
 }
@@ -238,7 +232,8 @@ struct Prepared {
     width: u32,
     height: u32,
     faces: Vec<(FaceBox, Vec<Vec<f32>>)>,
-    pdq: Option<crate::hashing::pdq::Pdq>,
+    /// The decoded picture, when asked to keep it.
+    pixels: Option<Arc<RgbImage>>,
 }
 
 impl ImagePipeline {
@@ -250,7 +245,7 @@ impl ImagePipeline {
         picture: Picture,
         inputs: &[InputConfig],
         mode: Mode,
-        want_pdq: bool,
+        keep_pixels: bool,
         deadline: Instant,
         t: &mut ImageTimings,
     ) -> Result<Prepared, CoreError> {
@@ -274,7 +269,7 @@ impl ImagePipeline {
         let first_stage = if mode == Mode::Faces { "detect_preprocess" } else { "classify_preprocess" };
         // The permit stays with this request until it is answered: it covers the decoder's
         // buffers and then the decoded pixels, which live until the last crop is cut.
-        let (img, mut first_rows, _permit, pdq) = blocking(move || {
+        let (img, mut first_rows, _permit) = blocking(move || {
             let img = match picture {
                 Picture::Encoded(bytes) => {
                     let t0 = Instant::now();
@@ -287,18 +282,13 @@ impl ImagePipeline {
             let t1 = Instant::now();
             let rows: Vec<Vec<f32>> = first_inputs.iter().map(|i| model_input(&img, Region::whole(&img), i)).collect();
             metrics.stage_seconds.with_label_values(&[first_stage]).observe(t1.elapsed().as_secs_f64());
-            let pdq = want_pdq.then(|| {
-                let t2 = Instant::now();
-                let h = crate::hashing::pdq::pdq(&img);
-                metrics.stage_seconds.with_label_values(&["pdq"]).observe(t2.elapsed().as_secs_f64());
-                h
-            });
-            Ok::<_, CoreError>((img, rows, permit, pdq))
+            Ok::<_, CoreError>((img, rows, permit))
         })
         .instrument(tracing::info_span!("decode"))
         .await?;
         t.decode_ms = ms(started.elapsed());
         let (width, height) = img.dimensions();
+        let pixels = keep_pixels.then(|| img.clone());
 
         let faces: Vec<(FaceBox, Vec<Vec<f32>>)> = match mode {
             Mode::Whole => {
@@ -332,7 +322,7 @@ impl ImagePipeline {
                 crops
             }
         };
-        Ok(Prepared { width, height, faces, pdq })
+        Ok(Prepared { width, height, faces, pixels })
     }
 
     /// The embedding `encoder` gives each face of a picture (or the whole picture), from the

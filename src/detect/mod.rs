@@ -31,8 +31,29 @@ pub use video::{VideoResult, VideoTimings};
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Detection {
-    Image(ImageResult),
+    Image(DetectedImage),
     Video(VideoResult),
+}
+
+/// An image as the core scored it, with the signals this layer adds: hash-list matches and
+/// provenance. (The core knows nothing of either; it only hands back the decoded pixels when
+/// asked, for the PDQ hash.) Reads as its [`ImageResult`] through `Deref`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectedImage {
+    #[serde(flatten)]
+    pub scored: ImageResult,
+    /// Known content this upload matched (hash lists).
+    pub matches: Vec<Match>,
+    /// C2PA Content Credentials of the upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Box<Provenance>>,
+}
+
+impl std::ops::Deref for DetectedImage {
+    type Target = ImageResult;
+    fn deref(&self) -> &ImageResult {
+        &self.scored
+    }
 }
 
 impl Detection {
@@ -139,17 +160,24 @@ impl Detector {
         bytes: Bytes,
         opts: &DetectOptions,
         deadline: Instant,
-    ) -> Result<ImageResult, CoreError> {
+    ) -> Result<DetectedImage, CoreError> {
         let started = Instant::now();
         let mut image_opts = opts.image.clone();
-        image_opts.pdq = self.hashlists.as_ref().is_some_and(|l| l.wants_pdq());
+        image_opts.keep_pixels = self.hashlists.as_ref().is_some_and(|l| l.wants_pdq());
         let picture = Picture::Encoded(bytes.clone());
         let scored = self.admitted(deadline, self.core.score_picture(picture, &image_opts, deadline));
-        let (mut result, provenance) = tokio::join!(scored, self.provenance(&bytes));
-        if let Ok(r) = &mut result {
-            r.matches = self.matches(&bytes, r.pdq, Vec::new()).await;
-            r.provenance = provenance.map(Box::new);
-        }
+        let (scored, provenance) = tokio::join!(scored, self.provenance(&bytes));
+        let result = match scored {
+            Ok(mut scored) => {
+                let pdq = match scored.pixels.take() {
+                    Some(img) => self.pdq(img).await,
+                    None => None,
+                };
+                let matches = self.matches(&bytes, pdq, Vec::new()).await;
+                Ok(DetectedImage { scored, matches, provenance: provenance.map(Box::new) })
+            }
+            Err(e) => Err(e),
+        };
         // For the pipeline, one image is one inference and one execution.
         let stats = self.core.pipeline_stats();
         stats.record_request(result.is_ok(), started.elapsed());
@@ -177,6 +205,19 @@ impl Detector {
     async fn provenance(&self, bytes: &Bytes) -> Option<Provenance> {
         let reader = self.provenance.as_ref()?;
         Some(reader.read(bytes.clone()).await)
+    }
+
+    /// The PDQ hash of decoded pixels, off the async workers.
+    async fn pdq(&self, img: Arc<image::RgbImage>) -> Option<Pdq> {
+        let metrics = self.core.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let h = crate::hashing::pdq::pdq(&img);
+            metrics.stage_seconds.with_label_values(&["pdq"]).observe(t.elapsed().as_secs_f64());
+            h
+        })
+        .await
+        .ok()
     }
 
     /// The upload's matches in the hash lists (digests hashed off the async workers).

@@ -73,7 +73,7 @@ impl DetectParams {
             Some(a) => a.parse().map_err(CoreError::BadRequest)?,
         };
         Ok(DetectOptions {
-            image: ImageOptions { classifier, threshold, mode, pdq: false },
+            image: ImageOptions { classifier, threshold, mode, keep_pixels: false },
             sampling,
             aggregation,
             audit: self.audit,

@@ -17,10 +17,9 @@ use md5::Md5;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::HashArgs;
 use crate::error::CoreError;
 use crate::pipeline::decode::{decode_rgb, DecodeLimits};
-use crate::video::{sniff, Container, Sampling, Sniffed, VideoDecoder};
+use crate::video::{sniff, Container, Sampling, Sniffed, VideoDecoder, VideoSettings};
 
 /// The hashes of one file.
 #[derive(Debug, Clone, Serialize)]
@@ -131,15 +130,15 @@ impl FileHashes {
     }
 }
 
-/// `dfserve hash FILE...`: one JSON line per file on stdout.
-pub fn run(args: &HashArgs) -> anyhow::Result<()> {
+/// `dfserve hash FILE...`: one JSON line per file on stdout, decoding within the server's
+/// limits (`video` and `max_pixels`, from the command line's engine settings).
+pub fn run(files: &[std::path::PathBuf], video: VideoSettings, max_pixels: u64) -> anyhow::Result<()> {
     use std::io::Write;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let decoder = runtime.block_on(VideoDecoder::start(args.engine.video_settings())).waiting_for_budget();
-    let max_pixels = args.engine.max_image_pixels;
+    let decoder = runtime.block_on(VideoDecoder::start(video)).waiting_for_budget();
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
-    for path in &args.files {
+    for path in files {
         let name = path.to_string_lossy().into_owned();
         let line = match std::fs::read(path) {
             Ok(bytes) => {
@@ -152,7 +151,7 @@ pub fn run(args: &HashArgs) -> anyhow::Result<()> {
         out.write_all(b"\n")?;
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} files could not be hashed (see their `error`)", args.files.len());
+        anyhow::bail!("{failed} of {} files could not be hashed (see their `error`)", files.len());
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! vPDQ: Meta's video hash, a PDQ hash of one frame a second, and its match rule.
 //!
 //! The reference (`vpdq`, ThreatExchange) hashes the frames whose number is a multiple of
-//! `trunc(fps)`, so "one a second" means every `trunc(fps)`-th frame; [`frame_times`] gives the
-//! same frames for the video sampler. Two videos match when enough of each one's distinct,
+//! `trunc(fps)`, so "one a second" means every `trunc(fps)`-th frame; the video sampler's
+//! `video::frame_times` gives the same frames. Two videos match when enough of each one's distinct,
 //! good-quality frame hashes are within the PDQ distance of some frame of the other
 //! ([`compare`]), as ThreatExchange's brute-force matcher counts them.
 //!
@@ -52,17 +52,6 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Feature>> {
         bail!("a vPDQ hash needs at least one frame");
     }
     items.iter().enumerate().map(|(i, s)| Feature::parse(s).with_context(|| format!("frame {}", i + 1))).collect()
-}
-
-/// The frame times the reference hashes, for a stream of `fps` frames a second lasting
-/// `duration` seconds: every `trunc(fps * every_s)`-th frame (at least every frame).
-pub fn frame_times(fps: f64, duration: f64, every_s: f64) -> Vec<f64> {
-    if !(fps > 0.0 && fps.is_finite() && duration > 0.0) {
-        return Vec::new();
-    }
-    let step = ((every_s * fps) as u64).max(1);
-    let frames = (duration * fps).round().max(1.0) as u64;
-    (0..frames).step_by(step as usize).map(|n| n as f64 / fps).collect()
 }
 
 /// The frames matching uses: quality at least `min_quality`, each distinct hash once.
@@ -133,19 +122,6 @@ mod tests {
         assert!(err.contains("frame 1") && err.contains("64 hex"), "{err}");
         assert!(parse("[]").is_err() && parse("{}").is_err());
         assert!(parse(&format!("[\"{},101,0\"]", "0".repeat(64))).is_err());
-    }
-
-    #[test]
-    fn frame_times_follow_the_reference_frame_numbers() {
-        // 30 fps: frames 0, 30, 60 of a 2.5 s clip.
-        assert_eq!(frame_times(30.0, 2.5, 1.0), vec![0.0, 1.0, 2.0]);
-        // 29.97 fps: every 29th frame, as the reference truncates.
-        let t = frame_times(29.97, 2.0, 1.0);
-        assert_eq!(t.len(), 3);
-        assert!((t[1] - 29.0 / 29.97).abs() < 1e-9);
-        // Under 1 fps: every frame.
-        assert_eq!(frame_times(0.5, 4.0, 1.0), vec![0.0, 2.0]);
-        assert!(frame_times(0.0, 4.0, 1.0).is_empty());
     }
 
     #[test]

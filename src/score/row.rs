@@ -17,6 +17,21 @@ pub struct FaceOut {
     /// Before calibration (calibrated classifiers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_score: Option<f32>,
+    /// This face's verdict band, and why `not_applicable` (as on the HTTP API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict_reason: Option<String>,
+    /// Each ensemble member's score (ensembles only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberOut>,
+}
+
+/// One ensemble member's score for a face.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberOut {
+    pub model: String,
+    pub score: f32,
 }
 
 /// One model's verdict on one image.
@@ -94,7 +109,19 @@ impl Outcome {
                 r.faces.len(),
                 r.faces
                     .iter()
-                    .map(|f| FaceOut { bbox: f.bbox, confidence: f.confidence, score: f.score, raw_score: f.raw_score })
+                    .map(|f| FaceOut {
+                        bbox: f.bbox,
+                        confidence: f.confidence,
+                        score: f.score,
+                        raw_score: f.raw_score,
+                        verdict: Some(f.judgement.verdict.as_str().into()),
+                        verdict_reason: f.judgement.reason.map(|r| r.as_str().into()),
+                        members: f
+                            .members
+                            .iter()
+                            .map(|m| MemberOut { model: m.model.clone(), score: m.score })
+                            .collect(),
+                    })
                     .collect(),
             ),
             Detection::Video(v) => (v.tracks.len(), vec![]),

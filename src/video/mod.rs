@@ -27,7 +27,7 @@ use crate::error::CoreError;
 pub use container::{sniff, Container, Sniffed};
 use ffmpeg::{Confinement, FrameRun, RunError};
 use plan::Target;
-pub use plan::{Sampling, Strategy};
+pub use plan::{frame_times, Sampling, Strategy};
 pub use probe::Probe;
 pub use track::Aggregation;
 
@@ -166,7 +166,7 @@ impl VideoDecoder {
         }
         let scored = plan::targets(&p, sampling.unwrap_or(Sampling::Count(s.default_frames)), s.max_frames);
         let duration = if p.duration > 0.0 { p.duration } else { p.frames as f64 / p.fps.max(1e-3) };
-        let hashed = hash_every.map(|every| crate::hashing::vpdq::frame_times(p.fps, duration, every));
+        let hashed = hash_every.map(|every| plan::frame_times(p.fps, duration, every));
         let plan = plan::merge(&p, &scored, hashed.as_deref().unwrap_or_default());
         if plan.is_empty() {
             return Err(CoreError::UndecodableVideo("the video has no frames to sample".into()));

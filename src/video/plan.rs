@@ -154,6 +154,17 @@ pub fn select_expr(targets: &[f64]) -> String {
     }
 }
 
+/// The frame times vPDQ's reference hashes (`hashing::vpdq`), for a stream of `fps` frames a second lasting
+/// `duration` seconds: every `trunc(fps * every_s)`-th frame (at least every frame).
+pub fn frame_times(fps: f64, duration: f64, every_s: f64) -> Vec<f64> {
+    if !(fps > 0.0 && fps.is_finite() && duration > 0.0) {
+        return Vec::new();
+    }
+    let step = ((every_s * fps) as u64).max(1);
+    let frames = (duration * fps).round().max(1.0) as u64;
+    (0..frames).step_by(step as usize).map(|n| n as f64 / fps).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +240,18 @@ mod tests {
             Some(*d)
         });
         assert!(depth.max().unwrap() <= 7 + 3, "{e}");
+    }
+
+    #[test]
+    fn frame_times_follow_the_reference_frame_numbers() {
+        // 30 fps: frames 0, 30, 60 of a 2.5 s clip.
+        assert_eq!(frame_times(30.0, 2.5, 1.0), vec![0.0, 1.0, 2.0]);
+        // 29.97 fps: every 29th frame, as the reference truncates.
+        let t = frame_times(29.97, 2.0, 1.0);
+        assert_eq!(t.len(), 3);
+        assert!((t[1] - 29.0 / 29.97).abs() < 1e-9);
+        // Under 1 fps: every frame.
+        assert_eq!(frame_times(0.5, 4.0, 1.0), vec![0.0, 2.0]);
+        assert!(frame_times(0.0, 4.0, 1.0).is_empty());
     }
 }

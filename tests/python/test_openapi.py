@@ -104,7 +104,7 @@ def test_errors_and_other_endpoints_match(spec, admin_server):
     assert status == 200
     check(spec, "ListChange", json.loads(raw))
     status, raw = call(admin_server, "/v1/hashlists/other", b'{"kind":"md5","hash":"' + b"b" * 32 + b'","id":"n"}')
-    check(spec, "ListChange", json.loads(raw))
+    check(spec, "ListImport", json.loads(raw))
     status, raw = call(admin_server, "/v1/hashlists/other", method="DELETE")
     check(spec, "ListChange", json.loads(raw))
     # Reviewer decisions: recorded, listed, per item, and who is asking.
@@ -117,10 +117,10 @@ def test_errors_and_other_endpoints_match(spec, admin_server):
                        headers={"Content-Type": "application/json"})
     assert status == 200, raw
     check(spec, "DecisionRecorded", json.loads(raw))
-    for path in ("/v1/decisions", f"/v1/decisions/{sha}"):
+    for path, schema in (("/v1/decisions?limit=5", "DecisionPage"), (f"/v1/decisions/{sha}", "Decisions")):
         status, raw = call(admin_server, path)
         assert status == 200 and json.loads(raw)["decisions"], raw
-        check(spec, "Decisions", json.loads(raw))
+        check(spec, schema, json.loads(raw))
     status, raw = call(admin_server, "/v1/decisions/summary")
     assert status == 200 and json.loads(raw)["by_decision"]["manipulated"] >= 1, raw
     check(spec, "DecisionSummary", json.loads(raw))

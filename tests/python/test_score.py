@@ -124,6 +124,24 @@ def test_cli_and_server_give_identical_scores(dataset, tmp_path, server):
             assert a[p]["score"] == pytest.approx(b[p]["score"], abs=1e-6), p
 
 
+def test_rows_carry_member_scores_and_face_verdicts_like_the_http_api(dataset, tmp_path, server):
+    local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    for out, extra in ((local, []), (remote, ["--server", f"http://{server.http}"])):
+        score(dataset, "--mode", "faces", "--model", "meso4_ensemble", "--output", out, *extra)
+    a = {g["path"]: g["models"]["meso4_ensemble"] for g in rows(local)}
+    b = {g["path"]: g["models"]["meso4_ensemble"] for g in rows(remote)}
+    faces = [(p, i, f) for p in a for i, f in enumerate(a[p]["faces"])]
+    assert faces
+    for p, i, f in faces:
+        assert f["verdict"] in ("likely_manipulated", "uncertain", "likely_authentic", "not_applicable"), f
+        assert len(f["members"]) >= 2 and all(0 <= m["score"] <= 1 for m in f["members"]), f
+        g = b[p]["faces"][i]
+        assert g["verdict"] == f["verdict"], (p, f, g)
+        assert [m["model"] for m in g["members"]] == [m["model"] for m in f["members"]], (p, f, g)
+        for m, n in zip(f["members"], g["members"]):
+            assert m["score"] == pytest.approx(n["score"], abs=1e-6), (p, f, g)
+
+
 def test_bad_arguments_say_what_to_do(tmp_path):
     r = score(tmp_path, check=False)
     assert r.returncode != 0 and "no image files found" in r.stderr

@@ -199,7 +199,7 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
         })
         .collect();
     match d {
-        Detection::Image(r) => image_fields(r, &mut resp),
+        Detection::Image(r) => image_fields(r.scored, &mut resp),
         Detection::Video(v) => video_fields(v, &mut resp),
     }
     resp

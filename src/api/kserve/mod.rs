@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::core::{Classifier, ImageResult, InferCore, LoadedModel};
+use crate::core::{Classifier, InferCore, LoadedModel};
+use crate::detect::DetectedImage;
 use crate::detect::{DetectParams, Detector};
 use crate::error::CoreError;
 pub use registry::{check_model, model_names, model_ready, EXTENSIONS, PIPELINE_INPUT, PIPELINE_MODEL, SERVER_NAME};
@@ -226,7 +227,7 @@ async fn infer_pipeline(detector: &Detector, req: &InferRequest) -> Result<Vec<O
     let opts = detector.options(&pipeline_params(req)?)?;
     let deadline = detector.core().request_deadline();
     let futures = images.iter().map(|img| detector.detect_image(img.clone(), &opts, deadline));
-    let results: Vec<ImageResult> = futures::future::join_all(futures)
+    let results: Vec<DetectedImage> = futures::future::join_all(futures)
         .await
         .into_iter()
         .enumerate()
