@@ -7,7 +7,7 @@ and reads the server's resident memory from /proc: the peak (VmHWM, reset before
 through /proc/PID/clear_refs) and the resident size once the lists are deleted again. Clients
 that get 429 `busy` (the import budget) back off and retry, as a client should.
 
-    python3 bench/import_memory.py [--entries 1000000] [--budget BYTES]
+    python3 bench/import_memory.py [--entries 1000000] [--budget BYTES] [--kind md5|pdq] [--one-only]
 
 Prints one JSON object. Linux only (reads /proc).
 """
@@ -41,10 +41,11 @@ def reset_peak(pid):
         f.write("5")
 
 
-def body(n, tag):
+def body(n, tag, kind="md5"):
     lines = ["kind,hash,id"]
     for i in range(n):
-        lines.append(f"md5,{hashlib.md5(f'{tag}{i}'.encode()).hexdigest()},{tag}{i:07d}")
+        h = hashlib.md5(f"{tag}{i}".encode()).hexdigest()
+        lines.append(f"{kind},{h if kind == 'md5' else h + hashlib.md5(h.encode()).hexdigest()},{tag}{i:07d}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -73,6 +74,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--budget", type=int, default=None, help="--max-import-memory-bytes (default: the server's)")
+    ap.add_argument("--kind", choices=["md5", "pdq"], default="md5", help="entries' kind (pdq: random 256-bit hashes)")
+    ap.add_argument("--one-only", action="store_true", help="only the single import")
     args = ap.parse_args()
     binary = os.path.join(ROOT, "target", "release", "dfserve")
     tmp = tempfile.mkdtemp(prefix="dfserve-import-mem-")
@@ -80,7 +83,7 @@ def main():
     with open(keys, "w") as f:
         f.write(f"admin:{ADMIN}\n")
     cmd = [binary, "serve", "--http-port", "0", "--grpc-port", "0", "--host", "127.0.0.1",
-           "--data-dir", os.path.join(tmp, "data"), "--api-key-file", keys]
+           "--data-dir", os.path.join(tmp, "data"), "--api-key-file", keys, "--max-body-bytes", str(256 << 20)]
     if args.budget:
         cmd += ["--max-import-memory-bytes", str(args.budget)]
     env = dict(os.environ, DFSERVE_LOG="warn")
@@ -99,7 +102,7 @@ def main():
         except Exception:
             time.sleep(0.5)
     pid = proc.pid
-    bodies = [body(args.entries, f"l{k}-") for k in range(4)]
+    bodies = [body(args.entries, f"l{k}-", args.kind) for k in range(1 if args.one_only else 4)]
     result = {"entries": args.entries, "body_mb": round(len(bodies[0]) / 1e6, 1),
               "idle_rss_mib": round(status_mib(pid, "VmRSS"))}
     try:
@@ -113,6 +116,8 @@ def main():
         result["one"]["rss_with_list_mib"] = round(status_mib(pid, "VmRSS"))
         call(base, "DELETE", "/v1/hashlists/one")
         result["one"]["rss_after_delete_mib"] = round(status_mib(pid, "VmRSS"))
+        if args.one_only:
+            return print(json.dumps(result, indent=1))
         # Four at once.
         reset_peak(pid)
         before = status_mib(pid, "VmRSS")
@@ -135,6 +140,7 @@ def main():
         proc.terminate()
         proc.wait(timeout=30)
     print(json.dumps(result, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
