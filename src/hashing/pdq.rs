@@ -85,11 +85,6 @@ unsafe fn within_avx2(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(u
     scan(query, hashes, max)
 }
 
-/// [`within`] as compiled for baseline x86-64 (for the benchmark's comparison).
-pub fn within_baseline(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
-    scan(query, hashes, max)
-}
-
 #[inline(always)]
 fn scan(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
     let mut out = Vec::new();

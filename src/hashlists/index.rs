@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::entry::{Entry, HashKind};
+use super::pdq_index::PdqIndex;
 use crate::hashing::pdq::Pdq;
 use crate::hashing::vpdq;
 
@@ -75,8 +76,9 @@ enum Pos {
 
 #[derive(Default)]
 pub(super) struct ListIndex {
-    /// PDQ hashes, scanned linearly, and the id of each (same positions).
-    pub pdq: Vec<[u64; 4]>,
+    /// PDQ hashes (searched by multi-index hashing once a list is large) and the id of each
+    /// (same positions).
+    pub pdq: PdqIndex,
     pub pdq_ids: Vec<Arc<str>>,
     /// Listed videos: id and frames.
     pub vpdq: Vec<(Arc<str>, Vec<[u64; 4]>)>,
@@ -105,9 +107,9 @@ impl ListIndex {
         }
         match e.key {
             Key::Pdq(lanes) => {
-                self.pdq.push(lanes);
+                let pos = self.pdq.push(lanes);
                 self.pdq_ids.push(e.id.clone());
-                self.positions.insert(e.id, Pos::Pdq(self.pdq.len() as u32 - 1));
+                self.positions.insert(e.id, Pos::Pdq(pos as u32));
             }
             Key::Vpdq(frames) => {
                 self.vpdq.push((e.id.clone(), frames));
@@ -169,6 +171,12 @@ impl ListIndex {
         found
     }
 
+    /// Ends a change: the PDQ tables are built (or dropped) once, in bulk, when the list's size
+    /// crosses the threshold ([`PdqIndex::settle`]).
+    pub fn settle(&mut self) {
+        self.pdq.settle();
+    }
+
     /// Every indexed id and its kind, sorted (for checks against the database).
     pub fn ids(&self) -> Vec<(String, HashKind)> {
         let mut out: Vec<(String, HashKind)> = Vec::with_capacity(self.len());
@@ -208,7 +216,7 @@ mod tests {
         // "d" moved into b's place; removing it then must remove d's hash, not another's.
         assert!(ix.remove(&entries[3]));
         assert_eq!(ix.pdq_ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["a", "c"]);
-        assert_eq!(ix.pdq, vec![Pdq::lanes(&[0; 16]), Pdq::lanes(&[2; 16])]);
+        assert_eq!([ix.pdq.get(0), ix.pdq.get(1)], [&Pdq::lanes(&[0; 16]), &Pdq::lanes(&[2; 16])]);
         // Exact digests: two ids on one digest, removed one at a time.
         let md5 =
             |id: &str| Entry { kind: HashKind::Md5, hash: "ab".repeat(16), id: id.into(), label: None, source: None };

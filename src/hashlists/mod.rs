@@ -13,9 +13,11 @@
 //! Changes (import, delete) commit to disk first, then replace the list's in-memory index, so
 //! they apply to the next request without a restart and survive one.
 
+mod bench;
 pub mod cli;
 mod entry;
 mod index;
+pub mod pdq_index;
 mod store;
 
 pub use entry::{check_list_name, parse_entries, read_entries, Entry, HashKind, MAX_NOTE_CHARS};
@@ -31,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::datastore::{DataStore, StorageError, TxnError};
 use crate::error::CoreError;
-use crate::hashing::pdq::{within, Pdq};
+use crate::hashing::pdq::Pdq;
 use crate::hashing::vpdq;
 use index::{Indexed, ListIndex};
 
@@ -133,6 +135,7 @@ fn load(store: &store::Store, min_quality: u8) -> Result<BTreeMap<String, ListIn
         }
         lists.get_mut(list).expect("just inserted").insert(Indexed::of(e, min_quality));
     })?;
+    lists.values_mut().for_each(ListIndex::settle);
     Ok(lists)
 }
 
@@ -292,6 +295,7 @@ impl HashLists {
             }
             index.insert(ix);
         }
+        index.settle();
         report.entries = index.len();
         Ok(report)
     }
@@ -303,6 +307,7 @@ impl HashLists {
         let mut lists = self.write();
         if let Some(index) = lists.get_mut(list) {
             index.remove(&old);
+            index.settle();
             if index.is_empty() {
                 lists.remove(list);
             }
@@ -380,7 +385,7 @@ impl HashLists {
         for (name, l) in lists.iter() {
             let mut found = Vec::new();
             if let Some(q) = &pdq {
-                for (i, d) in within(q, &l.pdq, r.pdq_max_distance) {
+                for (i, d) in l.pdq.within(q, r.pdq_max_distance) {
                     found.push((&*l.pdq_ids[i], HashKind::Pdq, d, None));
                 }
             }
