@@ -15,6 +15,12 @@ echo "== hadolint: the Dockerfiles"
 .venv/bin/hadolint Dockerfile docker/Dockerfile.cuda
 echo "== cargo clippy"
 cargo clippy --release --locked --all-targets -- -D warnings
+echo "== PostgreSQL for the tests (a throwaway cluster on 127.0.0.1)"
+scripts/pg.sh install
+PGDIR="$(mktemp -d /tmp/dfserve-pg.XXXXXX)"
+DFSERVE_TEST_DATABASE_URL="$(scripts/pg.sh start "$PGDIR" "${DFSERVE_TEST_PG_PORT:-55432}")"
+export DFSERVE_TEST_DATABASE_URL DFSERVE_REQUIRE_POSTGRES=1
+trap 'scripts/pg.sh stop "$PGDIR"; rm -rf "$PGDIR"' EXIT
 echo "== cargo test"
 cargo test --release --locked
 echo "== python: official Triton clients against dfserve"

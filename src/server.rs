@@ -38,15 +38,23 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     };
     let dir = args.data_dir.clone();
     let (import_budget, decision_quota) = (args.max_import_memory_bytes, args.max_decision_bytes_per_key);
+    let database_url = args.database_url.clone();
     let (storage, lists, decisions) = tokio::task::spawn_blocking(move || {
         let db = crate::datastore::DataStore::open(&dir)?;
-        let lists = crate::hashlists::HashLists::from_db(db.clone(), rules)?.with_import_budget(import_budget);
+        let lists = match &database_url {
+            Some(url) => crate::hashlists::HashLists::from_postgres(url, rules)
+                .context("--database-url: loading the hash lists from PostgreSQL")?,
+            None => crate::hashlists::HashLists::from_db(db.clone(), rules)?,
+        }
+        .with_import_budget(import_budget);
         let decisions = crate::decisions::Decisions::from_db(db.clone(), decision_quota)?;
         anyhow::Ok((db, lists, decisions))
     })
     .await??;
     storage.register(&core.metrics.registry)?;
-    tracing::info!(data_dir = %args.data_dir.display(), lists = lists.summaries().len(), "hash lists loaded");
+    lists.register(&core.metrics.registry)?;
+    let store = if args.database_url.is_some() { "postgres" } else { "data dir" };
+    tracing::info!(data_dir = %args.data_dir.display(), store, lists = lists.summaries().len(), "hash lists loaded");
     let provenance = ProvenanceReader::from_file(args.c2pa_trust_anchors.as_deref(), READ_TIMEOUT)?;
     let detector = Arc::new(
         Detector::new(core.clone(), video).with_hashlists(Arc::new(lists)).with_provenance(Arc::new(provenance)),

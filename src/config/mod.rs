@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// Where state that must last lives: the hash lists and reviewers' decisions (`dfserve.redb`).
     #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir())]
     pub data_dir: PathBuf,
+    /// PostgreSQL for the hash lists, shared by every replica (`postgres://user@host/db`, or
+    /// libpq's key=value form). Each replica keeps its in-memory index current from the
+    /// database's change log. Without it, the lists live in --data-dir (one server). Decisions
+    /// stay in --data-dir either way (for now).
+    #[arg(long, env = "DFSERVE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Memory that hash-list imports in progress may take at once; an import takes about 7x
     /// its body, and one beyond the budget is refused with 429 `busy` (one import always runs).
     #[arg(long, env = "DFSERVE_MAX_IMPORT_MEMORY_BYTES", default_value_t = 768 * 1024 * 1024)]

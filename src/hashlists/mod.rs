@@ -16,115 +16,27 @@
 mod bench;
 pub mod cli;
 mod entry;
+mod feed;
 mod index;
+mod matcher;
+mod model;
 pub mod pdq_index;
+pub mod pg;
 mod store;
 
 pub use entry::{check_list_name, parse_entries, read_entries, Entry, HashKind, MAX_NOTE_CHARS};
+use model::invalid;
+pub use model::{FeedState, Ids, ImportReport, ListError, ListSummary, Match, MatchRules, Probe};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use md5::Md5;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use crate::datastore::{DataStore, StorageError, TxnError};
+use crate::datastore::{DataStore, StorageError};
 use crate::error::CoreError;
-use crate::hashing::pdq::Pdq;
-use crate::hashing::vpdq;
 use index::{Indexed, ListIndex};
-
-/// Why a list change was not made.
-#[derive(Debug, thiserror::Error)]
-pub enum ListError {
-    /// The request itself: a bad entry, list name or body (400).
-    #[error("{0}")]
-    Invalid(String),
-    /// Storage failed (503, retry later); nothing was applied.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-impl TxnError for ListError {
-    fn is_storage(&self) -> bool {
-        matches!(self, ListError::Storage(_))
-    }
-}
-
-impl From<ListError> for CoreError {
-    fn from(e: ListError) -> CoreError {
-        match e {
-            ListError::Invalid(m) => CoreError::BadRequest(m),
-            ListError::Storage(s) => s.into(),
-        }
-    }
-}
-
-fn invalid(e: anyhow::Error) -> ListError {
-    ListError::Invalid(format!("{e:#}"))
-}
-
-/// Ids and kinds of a list's entries, sorted.
-pub type Ids = Vec<(String, HashKind)>;
-
-/// What an import did, counted against what the list holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ImportReport {
-    pub list: String,
-    /// Ids new to the list.
-    pub added: usize,
-    /// Ids the list held already, now replaced.
-    pub replaced: usize,
-    /// Lines whose id came earlier in the same import (the last one counts).
-    pub duplicates: usize,
-    /// Entries in the list after the import.
-    pub entries: usize,
-}
-
-/// One match of an upload against a list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Match {
-    pub list: String,
-    pub id: String,
-    pub kind: HashKind,
-    /// PDQ: Hamming distance in bits; vPDQ: the smallest distance between two frames; exact
-    /// digests: 0.
-    pub distance: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// vPDQ: percent of the upload's frames matched, and of the listed video's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query_match_pct: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub list_match_pct: Option<f32>,
-}
-
-/// When an upload matches (`--pdq-*`, `--vpdq-*`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MatchRules {
-    pub pdq_max_distance: u32,
-    pub pdq_min_quality: u8,
-    pub vpdq_query_pct: f32,
-    pub vpdq_list_pct: f32,
-}
-
-impl Default for MatchRules {
-    /// Meta's and ThreatExchange's defaults.
-    fn default() -> MatchRules {
-        MatchRules { pdq_max_distance: 31, pdq_min_quality: 50, vpdq_query_pct: 80.0, vpdq_list_pct: 0.0 }
-    }
-}
-
-/// Counts of one list, by kind.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListSummary {
-    pub name: String,
-    pub entries: usize,
-    pub by_kind: BTreeMap<HashKind, usize>,
-}
 
 /// Every list in the database, indexed.
 fn load(store: &store::Store, min_quality: u8) -> Result<BTreeMap<String, ListIndex>, StorageError> {
@@ -141,13 +53,13 @@ fn load(store: &store::Store, min_quality: u8) -> Result<BTreeMap<String, ListIn
 
 /// The lists and their matcher; shared by every front end.
 pub struct HashLists {
-    store: store::Store,
-    lists: RwLock<BTreeMap<String, ListIndex>>,
+    backend: Backend,
+    lists: feed::Lists,
     /// Held across each change's commit and its apply to `lists`, so changes reach the index in
     /// the order they were committed and the index is never behind or ahead of the database.
+    /// (With PostgreSQL the database's own writer lock orders changes across replicas; this
+    /// one only keeps a replica's writers from queuing there.)
     writer: Mutex<()>,
-    /// The datastore's reopen count when `lists` was last loaded whole (see `writer`).
-    loaded_at: AtomicU64,
     /// Memory that imports being parsed and committed may take at once, as permits of
     /// bytes (`--max-import-memory-bytes`), and its size.
     imports: Arc<tokio::sync::Semaphore>,
@@ -155,18 +67,33 @@ pub struct HashLists {
     pub rules: MatchRules,
 }
 
+/// Where the lists are stored.
+enum Backend {
+    /// The data dir's database; a change is applied to the index by the call that made it.
+    Embedded {
+        store: store::Store,
+        /// The datastore's reopen count when `lists` was last loaded whole (see `writer`).
+        loaded_at: AtomicU64,
+    },
+    /// PostgreSQL; every change reaches the index through the change feed, on every replica.
+    Postgres { store: pg::PgStore, feed: Arc<feed::Feed> },
+}
+
+impl Drop for HashLists {
+    fn drop(&mut self) {
+        if let Backend::Postgres { feed, .. } = &self.backend {
+            feed.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// How long a write waits for its own change to reach this replica's index before answering
+/// (it is durable either way; the feed applies it as soon as it can).
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
 /// Peak memory of an import, as a multiple of its body: the body itself, the transaction's
 /// pages and the index delta (measured: see README, "Hash lists").
 pub const IMPORT_MEMORY_FACTOR: usize = 7;
-
-/// What an upload is matched on.
-pub struct Probe<'a> {
-    pub bytes: &'a [u8],
-    /// The image's PDQ (none for videos and undecodable uploads).
-    pub pdq: Option<Pdq>,
-    /// The video's vPDQ frames (none for images).
-    pub vpdq: Option<&'a [vpdq::Feature]>,
-}
 
 impl HashLists {
     /// Opens the lists under `dir`, loading every one into memory.
@@ -178,17 +105,61 @@ impl HashLists {
     pub fn from_db(db: Arc<DataStore>, rules: MatchRules) -> Result<HashLists, StorageError> {
         let store = store::Store::new(db)?;
         let loaded_at = AtomicU64::new(store.datastore().reopens());
-        let lists = RwLock::new(load(&store, rules.pdq_min_quality)?);
+        let lists = Arc::new(std::sync::RwLock::new(load(&store, rules.pdq_min_quality)?));
+        Ok(HashLists::with_backend(Backend::Embedded { store, loaded_at }, lists, rules))
+    }
+
+    /// The lists in PostgreSQL at `url` (schema brought up to date), loaded into memory and
+    /// kept current by the change feed.
+    pub fn from_postgres(url: &str, rules: MatchRules) -> Result<HashLists, StorageError> {
+        let store = pg::PgStore::connect(url)?;
+        let (lists, feed) = feed::start(&store, rules.pdq_min_quality)?;
+        Ok(HashLists::with_backend(Backend::Postgres { store, feed }, lists, rules))
+    }
+
+    fn with_backend(backend: Backend, lists: feed::Lists, rules: MatchRules) -> HashLists {
         let budget = u32::MAX as usize;
-        Ok(HashLists {
-            store,
+        HashLists {
+            backend,
             lists,
             writer: Mutex::new(()),
-            loaded_at,
             imports: Arc::new(tokio::sync::Semaphore::new(budget)),
             import_budget: budget,
             rules,
-        })
+        }
+    }
+
+    /// Where this replica's index stands in the change feed (PostgreSQL only).
+    pub fn feed_state(&self) -> Option<FeedState> {
+        match &self.backend {
+            Backend::Postgres { feed, .. } => Some(FeedState {
+                store: "postgres",
+                position: feed.position(),
+                connected: feed.connected(),
+                lag_seconds: feed.lag_seconds(),
+            }),
+            Backend::Embedded { .. } => None,
+        }
+    }
+
+    /// Registers the feed's metrics (PostgreSQL only).
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        if let Backend::Postgres { feed, .. } = &self.backend {
+            registry.register(Box::new(feed.position_metric.clone()))?;
+            registry.register(Box::new(feed.lag_metric.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for this replica's index to apply the change committed at `seq`.
+    fn applied(feed: &feed::Feed, seq: i64) {
+        if !feed.wait_for(seq, APPLY_WAIT) {
+            tracing::warn!(
+                seq,
+                position = feed.position(),
+                "a hash-list change is committed but not yet in this replica's index"
+            );
+        }
     }
 
     /// Bounds the memory of imports in progress to `bytes` (see [`Self::admit_import`]).
@@ -226,12 +197,14 @@ impl HashLists {
     /// again, so it shows what the database holds, not what the failed call said.
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, StorageError> {
         let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let reopens = self.store.datastore().reopens();
-        if self.loaded_at.load(Ordering::SeqCst) != reopens {
-            let fresh = load(&self.store, self.rules.pdq_min_quality)?;
-            *self.write() = fresh;
-            self.loaded_at.store(reopens, Ordering::SeqCst);
-            tracing::info!("hash-list index reloaded after the database was reopened");
+        if let Backend::Embedded { store, loaded_at } = &self.backend {
+            let reopens = store.datastore().reopens();
+            if loaded_at.load(Ordering::SeqCst) != reopens {
+                let fresh = load(store, self.rules.pdq_min_quality)?;
+                *self.write() = fresh;
+                loaded_at.store(reopens, Ordering::SeqCst);
+                tracing::info!("hash-list index reloaded after the database was reopened");
+            }
         }
         Ok(w)
     }
@@ -255,15 +228,46 @@ impl HashLists {
         entries: impl Iterator<Item = Result<Entry, ListError>>,
     ) -> Result<ImportReport, ListError> {
         check_list_name(list).map_err(invalid)?;
-        let q = self.rules.pdq_min_quality;
+        let mut entries = entries.peekable();
+        if entries.peek().is_none() {
+            return Err(ListError::Invalid("there are no entries to import".into()));
+        }
         let _w = self.writer()?;
         let mut report = ImportReport { list: list.to_string(), ..Default::default() };
+        match &self.backend {
+            Backend::Embedded { store, .. } => self.import_embedded(store, list, entries, &mut report)?,
+            Backend::Postgres { store, feed } => {
+                let mut seen: HashSet<String> = HashSet::new();
+                let seq = store.put_all(list, entries, |e, old| {
+                    if !seen.insert(e.id) {
+                        report.duplicates += 1;
+                    } else if old.is_some() {
+                        report.replaced += 1;
+                    } else {
+                        report.added += 1;
+                    }
+                    Ok(())
+                })?;
+                Self::applied(feed, seq);
+            }
+        }
+        report.entries = self.read().get(list).map_or(0, ListIndex::len);
+        Ok(report)
+    }
+
+    fn import_embedded(
+        &self,
+        store: &store::Store,
+        list: &str,
+        entries: impl Iterator<Item = Result<Entry, ListError>>,
+        report: &mut ImportReport,
+    ) -> Result<(), ListError> {
+        let q = self.rules.pdq_min_quality;
         // What the index will get once the commit is durable: each id's new entry (its last
         // line wins) and the entry it replaced in the database, if any.
         let mut delta: Vec<(Indexed, Option<Entry>)> = Vec::new();
         let mut at: HashMap<Arc<str>, usize> = HashMap::new();
-        let mut lines = 0usize;
-        self.store.put_all(list, entries.inspect(|_| lines += 1), |e, old| {
+        store.put_all(list, entries, |e, old| {
             let ix = Indexed::of(e, q);
             match at.get(&ix.id) {
                 // What this line replaced is the same import's earlier line, never indexed.
@@ -283,9 +287,6 @@ impl HashLists {
             }
             Ok(())
         })?;
-        if lines == 0 {
-            return Err(ListError::Invalid("there are no entries to import".into()));
-        }
         drop(at);
         let mut lists = self.write();
         let index = lists.entry(list.to_string()).or_default();
@@ -296,20 +297,27 @@ impl HashLists {
             index.insert(ix);
         }
         index.settle();
-        report.entries = index.len();
-        Ok(report)
+        Ok(())
     }
 
     /// Removes one entry; whether it existed.
     pub fn delete(&self, list: &str, id: &str) -> Result<bool, ListError> {
         let _w = self.writer()?;
-        let Some(old) = self.store.delete(list, id)? else { return Ok(false) };
-        let mut lists = self.write();
-        if let Some(index) = lists.get_mut(list) {
-            index.remove(&old);
-            index.settle();
-            if index.is_empty() {
-                lists.remove(list);
+        match &self.backend {
+            Backend::Embedded { store, .. } => {
+                let Some(old) = store.delete(list, id)? else { return Ok(false) };
+                let mut lists = self.write();
+                if let Some(index) = lists.get_mut(list) {
+                    index.remove(&old);
+                    index.settle();
+                    if index.is_empty() {
+                        lists.remove(list);
+                    }
+                }
+            }
+            Backend::Postgres { store, feed } => {
+                let Some((_, seq)) = store.delete(list, id)? else { return Ok(false) };
+                Self::applied(feed, seq);
             }
         }
         Ok(true)
@@ -318,8 +326,20 @@ impl HashLists {
     /// Removes a list; how many entries it had.
     pub fn delete_list(&self, list: &str) -> Result<usize, ListError> {
         let _w = self.writer()?;
-        let n = self.store.delete_list(list)?;
-        self.write().remove(list);
+        let n = match &self.backend {
+            Backend::Embedded { store, .. } => {
+                let n = store.delete_list(list)?;
+                self.write().remove(list);
+                n
+            }
+            Backend::Postgres { store, feed } => {
+                let (n, seq) = store.delete_list(list)?;
+                if let Some(seq) = seq {
+                    Self::applied(feed, seq);
+                }
+                n
+            }
+        };
         drop(_w);
         crate::datastore::release_freed_memory();
         Ok(n)
@@ -334,21 +354,52 @@ impl HashLists {
 
     /// A list's entries, or `None` when there is no such list.
     pub fn export(&self, list: &str) -> Result<Option<Vec<Entry>>, StorageError> {
-        if !self.read().contains_key(list) {
-            return Ok(None);
-        }
-        self.store.load_list(list).map(Some)
+        let entries = match &self.backend {
+            Backend::Embedded { store, .. } => {
+                if !self.read().contains_key(list) {
+                    return Ok(None);
+                }
+                store.load_list(list)?
+            }
+            Backend::Postgres { store, .. } => store.load_list(list)?.0,
+        };
+        Ok((!entries.is_empty() || self.read().contains_key(list)).then_some(entries))
     }
 
-    /// The ids and kinds the index holds for `list`, and those the database holds, read under
-    /// the writer lock so no change falls between them: the two must always be equal.
+    /// The ids and kinds the index holds for `list`, and those the database holds, as of the
+    /// same change: the two must always be equal. (Embedded: read under the writer lock, so
+    /// no change falls between them. PostgreSQL: the database's list and its log position
+    /// are read in one snapshot, and the index is read once it stands at that position; with
+    /// writers on other replicas still going, this retries until the two meet.)
     pub fn index_and_database(&self, list: &str) -> Result<(Ids, Ids), ListError> {
-        let _w = self.writer()?;
-        let indexed = self.read().get(list).map(ListIndex::ids).unwrap_or_default();
-        let mut stored: Vec<(String, HashKind)> =
-            self.store.load_list(list)?.into_iter().map(|e| (e.id, e.kind)).collect();
-        stored.sort();
-        Ok((indexed, stored))
+        let ids = |entries: Vec<Entry>| {
+            let mut stored: Ids = entries.into_iter().map(|e| (e.id, e.kind)).collect();
+            stored.sort();
+            stored
+        };
+        match &self.backend {
+            Backend::Embedded { store, .. } => {
+                let _w = self.writer()?;
+                let indexed = self.read().get(list).map(ListIndex::ids).unwrap_or_default();
+                Ok((indexed, ids(store.load_list(list)?)))
+            }
+            Backend::Postgres { store, feed } => loop {
+                let (entries, seq) = store.load_list(list)?;
+                feed.wait_for(seq, APPLY_WAIT);
+                let lists = self.read();
+                if feed.position() == seq {
+                    let indexed = lists.get(list).map(ListIndex::ids).unwrap_or_default();
+                    return Ok((indexed, ids(entries)));
+                }
+                if feed.position() < seq {
+                    return Err(StorageError(format!(
+                        "the index is at {} behind the database's {seq}",
+                        feed.position()
+                    ))
+                    .into());
+                }
+            },
+        }
     }
 
     /// Whether there are no lists at all (then nothing is hashed for matching).
@@ -364,54 +415,6 @@ impl HashLists {
     /// Whether any list holds vPDQ hashes (then videos need theirs computed).
     pub fn wants_vpdq(&self) -> bool {
         self.read().values().any(|l| !l.vpdq.is_empty())
-    }
-
-    /// Every match of an upload, by list then distance.
-    pub fn matches(&self, probe: &Probe) -> Vec<Match> {
-        let lists = self.read();
-        if lists.is_empty() {
-            return Vec::new();
-        }
-        let wants_exact = lists.values().any(|l| !l.exact.is_empty());
-        let digests = wants_exact.then(|| {
-            let mut md5 = [0u8; 32];
-            md5[..16].copy_from_slice(&Md5::digest(probe.bytes));
-            [(HashKind::Md5, md5), (HashKind::Sha256, Sha256::digest(probe.bytes).into())]
-        });
-        let r = self.rules;
-        let pdq = probe.pdq.filter(|p| p.quality >= r.pdq_min_quality).map(|p| Pdq::lanes(&p.words));
-        let frames = probe.vpdq.map(|f| vpdq::prepare(f, r.pdq_min_quality)).unwrap_or_default();
-        let mut out = Vec::new();
-        for (name, l) in lists.iter() {
-            let mut found = Vec::new();
-            if let Some(q) = &pdq {
-                for (i, d) in l.pdq.within(q, r.pdq_max_distance) {
-                    found.push((&*l.pdq_ids[i], HashKind::Pdq, d, None));
-                }
-            }
-            for (id, listed) in &l.vpdq {
-                let Some(c) = vpdq::compare(&frames, listed, r.pdq_max_distance) else { continue };
-                if c.query_pct >= r.vpdq_query_pct && c.other_pct >= r.vpdq_list_pct && c.query_pct > 0.0 {
-                    found.push((&**id, HashKind::Vpdq, c.min_distance, Some(c)));
-                }
-            }
-            for d in digests.iter().flatten() {
-                for id in l.exact.get(d).into_iter().flatten() {
-                    found.push((&**id, d.0, 0, None));
-                }
-            }
-            found.sort_by_key(|(id, _, d, _)| (*d, *id));
-            out.extend(found.into_iter().map(|(id, kind, distance, c)| Match {
-                list: name.clone(),
-                id: id.to_string(),
-                kind,
-                distance,
-                label: l.labels.get(id).map(|s| s.to_string()),
-                query_match_pct: c.map(|c| c.query_pct),
-                list_match_pct: c.map(|c| c.other_pct),
-            }));
-        }
-        out
     }
 }
 

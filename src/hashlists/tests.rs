@@ -3,6 +3,47 @@
 
 use super::*;
 
+/// Where a conformance test's lists are stored: every such test runs against each store.
+enum Fixture {
+    Embedded(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Fixture {
+    /// The data dir's store, and PostgreSQL when the test scripts started one
+    /// (`DFSERVE_TEST_DATABASE_URL`, libpq key=value without `dbname`), in a database of the
+    /// test's own. `DFSERVE_REQUIRE_POSTGRES=1` (scripts/test.sh sets it) makes its absence a
+    /// failure rather than a skip.
+    fn all(test: &str) -> Vec<Fixture> {
+        let mut out = vec![Fixture::Embedded(tempfile::tempdir().unwrap())];
+        match std::env::var("DFSERVE_TEST_DATABASE_URL") {
+            Ok(base) => {
+                let name = format!("dfserve_unit_{test}_{}", std::process::id());
+                out.push(Fixture::Postgres(pg::create_database(&base, &name).unwrap()));
+            }
+            Err(_) if std::env::var("DFSERVE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                panic!("DFSERVE_REQUIRE_POSTGRES=1 but DFSERVE_TEST_DATABASE_URL is not set")
+            }
+            Err(_) => eprintln!("{test}: PostgreSQL not tested (DFSERVE_TEST_DATABASE_URL is not set)"),
+        }
+        out
+    }
+
+    fn open(&self) -> HashLists {
+        match self {
+            Fixture::Embedded(dir) => HashLists::open(dir.path(), MatchRules::default()).unwrap(),
+            Fixture::Postgres(url) => HashLists::from_postgres(url, MatchRules::default()).unwrap(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Fixture::Embedded(_) => "embedded",
+            Fixture::Postgres(_) => "postgres",
+        }
+    }
+}
+
 fn pdq_entry(id: &str, words: [u16; 16]) -> Entry {
     let hash = Pdq { words, quality: 100 }.hex();
     Entry { kind: HashKind::Pdq, hash, id: id.into(), label: Some("known".into()), source: None }
@@ -10,8 +51,13 @@ fn pdq_entry(id: &str, words: [u16; 16]) -> Entry {
 
 #[test]
 fn lists_persist_match_and_forget() {
-    let dir = tempfile::tempdir().unwrap();
-    let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
+    for store in Fixture::all("persist") {
+        persist_match_and_forget(&store);
+    }
+}
+
+fn persist_match_and_forget(store: &Fixture) {
+    let lists = store.open();
     let mut near = [0x5a5au16; 16];
     lists.import("ncii", vec![pdq_entry("a", near), pdq_entry("b", [0xffff; 16])]).unwrap();
     let bytes = b"some upload";
@@ -28,15 +74,15 @@ fn lists_persist_match_and_forget() {
     assert_eq!(lists.matches(&low).len(), 1);
     drop(lists);
     // Reopened: the same lists.
-    let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
+    let lists = store.open();
     assert_eq!(lists.matches(&probe).len(), 2);
     assert!(lists.delete("ncii", "a").unwrap());
     assert_eq!(lists.delete_list("exact").unwrap(), 1);
     assert!(lists.matches(&probe).is_empty());
     drop(lists);
-    let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
+    let lists = store.open();
     let names: Vec<String> = lists.summaries().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, vec!["ncii"]);
+    assert_eq!(names, vec!["ncii"], "{}", store.name());
 }
 
 #[test]
@@ -110,8 +156,13 @@ fn random_words(next: &mut impl FnMut() -> u64) -> [u16; 16] {
 /// replace a newer one: this test then failed in 6 to 8 rounds of 20.
 #[test]
 fn the_index_follows_the_database_under_interleaved_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    let lists = Arc::new(HashLists::open(dir.path(), MatchRules::default()).unwrap());
+    for store in Fixture::all("interleaved") {
+        index_follows_the_database(&store);
+    }
+}
+
+fn index_follows_the_database(store: &Fixture) {
+    let lists = Arc::new(store.open());
     let mut next = rng(7);
     let base: Vec<Entry> = (0..10_000).map(|i| pdq_entry(&format!("base-{i}"), random_words(&mut next))).collect();
     lists.import("l", base.clone()).unwrap();
@@ -138,8 +189,8 @@ fn the_index_follows_the_database_under_interleaved_writers() {
             t.join().unwrap();
         }
         let (indexed, stored) = lists.index_and_database("l").unwrap();
-        assert_eq!(indexed, stored, "round {round}");
-        assert_eq!(lists.summaries()[0].entries, stored.len(), "round {round}");
+        assert_eq!(indexed, stored, "{}: round {round}", store.name());
+        assert_eq!(lists.summaries()[0].entries, stored.len(), "{}: round {round}", store.name());
     }
     let entries = lists.export("l").unwrap().unwrap();
     let ids: std::collections::HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
@@ -158,14 +209,19 @@ fn the_index_follows_the_database_under_interleaved_writers() {
     // And after a restart, the same.
     let (_, stored) = lists.index_and_database("l").unwrap();
     drop(lists);
-    let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
+    let lists = store.open();
     assert_eq!(lists.index_and_database("l").unwrap().0, stored);
 }
 
 #[test]
 fn imports_report_what_the_list_holds_and_refuse_what_is_not_a_list() {
-    let dir = tempfile::tempdir().unwrap();
-    let lists = HashLists::open(dir.path(), MatchRules::default()).unwrap();
+    for store in Fixture::all("imports") {
+        imports_report(&store);
+    }
+}
+
+fn imports_report(store: &Fixture) {
+    let lists = store.open();
     let h = |c: char| c.to_string().repeat(64);
     let line = |id: &str, c: char| format!("{{\"kind\":\"pdq\",\"hash\":\"{}\",\"id\":\"{id}\"}}\n", h(c));
     // Two lines with one id: one entry, one duplicate, the last line's hash kept.

@@ -25,8 +25,12 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Some(db) => tokio::task::spawn_blocking(move || db.state()).await.ok().map(|s| json!(s)),
         None => None,
     };
+    // Where this replica's hash-list index stands in PostgreSQL's change feed, if it follows
+    // one. Reported, not gated on (see `hashlists::feed`): while the database is unreachable,
+    // matching goes on against the index as of its last applied change.
+    let hashlists = state.detector.hashlists().and_then(|l| l.feed_state());
     if state.core.is_ready() {
-        (StatusCode::OK, Json(json!({ "status": "ready", "storage": storage })))
+        (StatusCode::OK, Json(json!({ "status": "ready", "storage": storage, "hashlists": hashlists })))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -35,6 +39,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
                 "error": "models loading or server draining",
                 "code": "unavailable",
                 "storage": storage,
+                "hashlists": hashlists,
             })),
         )
     }

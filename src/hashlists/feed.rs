@@ -1,0 +1,245 @@
+//! The change feed: how every replica's in-memory index follows the PostgreSQL log.
+//!
+//! A follower thread per replica holds its own connection on LISTEN. When woken (or once a
+//! second without a notification, which also catches a lost one), it reads the log after the
+//! last change it fetched and applies each transaction whole, under the index's write lock,
+//! when that transaction's `commit` row arrives. So a request never sees half of an import.
+//! After a reconnect it goes on from the last transaction it applied. The position
+//! ([`Feed::position`]) is the `commit` row's sequence number, and it only ever grows.
+//!
+//! Degraded, not down. While PostgreSQL is unreachable, the index stays as of the last applied
+//! change, detection goes on matching against it, and writes fail with 503. The lag metric
+//! grows meanwhile: seconds since the follower last confirmed that it had applied the whole
+//! log. A replica stays ready through an outage. Its index is only as stale as the outage is
+//! long, and refusing detection would send the whole fleet to 503 at once, which is worse for
+//! the platforms than matching against a list a few seconds old.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use prometheus::{Gauge, IntGauge};
+
+use super::index::{Indexed, ListIndex};
+use super::pg::{self, Change};
+use crate::datastore::StorageError;
+
+/// Changes read from the log per query.
+const PAGE: i64 = 10_000;
+/// How long a follower waits for a notification before it reads the log anyway.
+const POLL: Duration = Duration::from_secs(1);
+
+pub type Lists = Arc<RwLock<BTreeMap<String, ListIndex>>>;
+
+/// Where one replica's index stands in the log.
+pub struct Feed {
+    position: Mutex<i64>,
+    advanced: Condvar,
+    connected: AtomicBool,
+    /// Set when the lists are dropped: the follower ends at its next wake-up.
+    pub stop: AtomicBool,
+    caught_up_at: Mutex<Instant>,
+    pub position_metric: IntGauge,
+    pub lag_metric: Gauge,
+}
+
+impl Feed {
+    fn new(position: i64) -> Feed {
+        let position_metric =
+            IntGauge::new("dfserve_hashlist_feed_position", "Sequence number of the last hash-list change applied")
+                .expect("a valid metric");
+        let lag_metric = Gauge::new(
+            "dfserve_hashlist_feed_lag_seconds",
+            "Seconds since this replica last confirmed it had applied every hash-list change",
+        )
+        .expect("a valid metric");
+        position_metric.set(position);
+        Feed {
+            position: Mutex::new(position),
+            advanced: Condvar::new(),
+            connected: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            caught_up_at: Mutex::new(Instant::now()),
+            position_metric,
+            lag_metric,
+        }
+    }
+
+    pub fn position(&self) -> i64 {
+        *self.position.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn lag_seconds(&self) -> f64 {
+        self.caught_up_at.lock().unwrap_or_else(|e| e.into_inner()).elapsed().as_secs_f64()
+    }
+
+    /// Waits until the index has applied `seq` (a write's own commit), at most `timeout`;
+    /// whether it has.
+    pub fn wait_for(&self, seq: i64, timeout: Duration) -> bool {
+        let guard = self.position.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) =
+            self.advanced.wait_timeout_while(guard, timeout, |p| *p < seq).unwrap_or_else(|e| e.into_inner());
+        *guard >= seq
+    }
+
+    fn advance(&self, seq: i64) {
+        let mut p = self.position.lock().unwrap_or_else(|e| e.into_inner());
+        *p = seq;
+        self.position_metric.set(seq);
+        self.advanced.notify_all();
+    }
+
+    fn caught_up(&self) {
+        *self.caught_up_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.lag_metric.set(0.0);
+    }
+}
+
+/// Loads every list from `store` and starts the follower thread that keeps them current.
+pub fn start(store: &pg::PgStore, min_quality: u8) -> Result<(Lists, Arc<Feed>), StorageError> {
+    let mut lists: BTreeMap<String, ListIndex> = BTreeMap::new();
+    let seq = store.snapshot(|list, e| {
+        if !lists.contains_key(list) {
+            lists.insert(list.to_string(), ListIndex::default());
+        }
+        lists.get_mut(list).expect("just inserted").insert(Indexed::of(e, min_quality));
+    })?;
+    lists.values_mut().for_each(ListIndex::settle);
+    let lists: Lists = Arc::new(RwLock::new(lists));
+    let feed = Arc::new(Feed::new(seq));
+    feed.caught_up();
+    let (url, l, f) = (store.url().to_string(), lists.clone(), feed.clone());
+    std::thread::Builder::new()
+        .name("hashlist-feed".into())
+        .spawn(move || follow(&url, &l, min_quality, &f))
+        .map_err(|e| StorageError(format!("starting the change-feed thread: {e}")))?;
+    Ok((lists, feed))
+}
+
+fn follow(url: &str, lists: &Lists, min_quality: u8, feed: &Feed) {
+    let mut warned = false;
+    while !feed.stop.load(Ordering::SeqCst) {
+        let mut c = match pg::listen(url) {
+            Ok(c) => c,
+            Err(e) => {
+                feed.connected.store(false, Ordering::SeqCst);
+                feed.lag_metric.set(feed.lag_seconds());
+                if !warned {
+                    tracing::warn!(error = %e, "hash-list feed: cannot reach PostgreSQL; matching goes on with the index as it is, retrying every second");
+                    warned = true;
+                }
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if warned {
+            tracing::info!(position = feed.position(), "hash-list feed: connected again; catching up");
+        }
+        warned = false;
+        feed.connected.store(true, Ordering::SeqCst);
+        // Each (re)connect goes on from the last transaction applied whole.
+        let mut fetched = feed.position();
+        let mut pending: Vec<Change> = Vec::new();
+        while !feed.stop.load(Ordering::SeqCst) {
+            if let Err(e) = catch_up(&mut c, &mut fetched, &mut pending, lists, min_quality, feed) {
+                tracing::warn!(error = %e, "hash-list feed: reading the log failed; reconnecting");
+                break;
+            }
+            let woke = {
+                let mut n = c.notifications();
+                let first = n.timeout_iter(POLL).next();
+                // Notifications already received are covered by the next read of the log.
+                while let Ok(Some(_)) = n.iter().next() {}
+                first
+            };
+            if woke.is_err() || c.is_closed() {
+                break;
+            }
+        }
+        feed.connected.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reads and applies the log after `fetched`, a transaction at a time.
+fn catch_up(
+    c: &mut postgres::Client,
+    fetched: &mut i64,
+    pending: &mut Vec<Change>,
+    lists: &Lists,
+    min_quality: u8,
+    feed: &Feed,
+) -> Result<(), StorageError> {
+    loop {
+        let page = pg::changes_after(c, *fetched, PAGE)?;
+        let n = page.len() as i64;
+        for (seq, change) in page {
+            *fetched = seq;
+            if let Change::Commit = change {
+                apply(std::mem::take(pending), lists, min_quality);
+                feed.advance(seq);
+            } else {
+                pending.push(change);
+            }
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    if pending.is_empty() {
+        feed.caught_up();
+    }
+    Ok(())
+}
+
+/// Applies one transaction's changes to the index, whole, under its write lock.
+fn apply(changes: Vec<Change>, lists: &Lists, min_quality: u8) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut dropped = false;
+    let mut lists = lists.write().unwrap_or_else(|e| e.into_inner());
+    let mut touched: Vec<String> = Vec::new();
+    for change in changes {
+        match change {
+            Change::Put { list, entry, old } => {
+                let index = lists.entry(list.clone()).or_default();
+                if let Some(old) = old {
+                    index.remove(&old);
+                }
+                index.insert(Indexed::of(entry, min_quality));
+                touched.push(list);
+            }
+            Change::Delete { list, old } => {
+                if let Some(index) = lists.get_mut(&list) {
+                    index.remove(&old);
+                }
+                touched.push(list);
+            }
+            Change::Drop { list } => {
+                lists.remove(&list);
+                dropped = true;
+            }
+            Change::Commit => {}
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    for list in touched {
+        if let Some(index) = lists.get_mut(&list) {
+            index.settle();
+            if index.is_empty() {
+                lists.remove(&list);
+            }
+        }
+    }
+    drop(lists);
+    if dropped {
+        crate::datastore::release_freed_memory();
+    }
+}

@@ -1,0 +1,59 @@
+//! Matching an upload against every list: PDQ through each list's index, vPDQ frame by frame,
+//! exact digests by lookup.
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use super::{HashKind, HashLists, Match, Probe};
+use crate::hashing::pdq::Pdq;
+use crate::hashing::vpdq;
+
+impl HashLists {
+    /// Every match of an upload, by list then distance.
+    pub fn matches(&self, probe: &Probe) -> Vec<Match> {
+        let lists = self.read();
+        if lists.is_empty() {
+            return Vec::new();
+        }
+        let wants_exact = lists.values().any(|l| !l.exact.is_empty());
+        let digests = wants_exact.then(|| {
+            let mut md5 = [0u8; 32];
+            md5[..16].copy_from_slice(&Md5::digest(probe.bytes));
+            [(HashKind::Md5, md5), (HashKind::Sha256, Sha256::digest(probe.bytes).into())]
+        });
+        let r = self.rules;
+        let pdq = probe.pdq.filter(|p| p.quality >= r.pdq_min_quality).map(|p| Pdq::lanes(&p.words));
+        let frames = probe.vpdq.map(|f| vpdq::prepare(f, r.pdq_min_quality)).unwrap_or_default();
+        let mut out = Vec::new();
+        for (name, l) in lists.iter() {
+            let mut found = Vec::new();
+            if let Some(q) = &pdq {
+                for (i, d) in l.pdq.within(q, r.pdq_max_distance) {
+                    found.push((&*l.pdq_ids[i], HashKind::Pdq, d, None));
+                }
+            }
+            for (id, listed) in &l.vpdq {
+                let Some(c) = vpdq::compare(&frames, listed, r.pdq_max_distance) else { continue };
+                if c.query_pct >= r.vpdq_query_pct && c.other_pct >= r.vpdq_list_pct && c.query_pct > 0.0 {
+                    found.push((&**id, HashKind::Vpdq, c.min_distance, Some(c)));
+                }
+            }
+            for d in digests.iter().flatten() {
+                for id in l.exact.get(d).into_iter().flatten() {
+                    found.push((&**id, d.0, 0, None));
+                }
+            }
+            found.sort_by_key(|(id, _, d, _)| (*d, *id));
+            out.extend(found.into_iter().map(|(id, kind, distance, c)| Match {
+                list: name.clone(),
+                id: id.to_string(),
+                kind,
+                distance,
+                label: l.labels.get(id).map(|s| s.to_string()),
+                query_match_pct: c.map(|c| c.query_pct),
+                list_match_pct: c.map(|c| c.other_pct),
+            }));
+        }
+        out
+    }
+}

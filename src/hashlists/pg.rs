@@ -1,0 +1,338 @@
+//! Hash lists in PostgreSQL (`--database-url`), shared by every replica of a fleet.
+//!
+//! Each change to a list is one transaction. It writes the entries (`hashlist_entries`) and one
+//! row per change in an ordered log (`hashlist_changes`): a put carries the new entry and the
+//! one it replaced, a delete the entry removed, a drop the list's name. The transaction ends
+//! with a `commit` row, then sends NOTIFY. Every replica, the writer included, applies the log
+//! to its in-memory index in sequence order, a whole transaction at a time ([`super::feed`]).
+//! So a replica's index is always the database as of some point in the log, and it can only
+//! move forward. A full load happens at start only.
+//!
+//! Why one advisory lock for all writers. `bigserial` hands out numbers in the order
+//! transactions ask for them, not the order they commit. With two writers at once, a follower
+//! could see 12 committed while 11 was still open, move past 11, and never apply it. Writers
+//! therefore take one transaction-scoped advisory lock before their first number and hold it
+//! until commit, so the log's order is the commit order. Writes to lists are rare next to
+//! reads, so serialising them costs little. An import of a million entries holds the lock for
+//! its own duration, much as the embedded store's single writer does.
+//!
+//! Why the sync `postgres` client with an r2d2 pool. The list store is called from blocking
+//! threads, as the embedded store is, and the follower is a thread that waits on
+//! notifications. `postgres` is tokio-postgres behind a small blocking facade, from the same
+//! maintainers; sqlx would bring its own runtime model and macros that are not needed here.
+
+use std::time::Duration;
+
+use postgres::{Client, IsolationLevel, NoTls};
+use r2d2_postgres::{r2d2, PostgresConnectionManager};
+
+use super::entry::Entry;
+use crate::datastore::{StorageError, TxnError};
+
+/// The schema, one migration a version, applied in order at start (and by `dfserve store
+/// migrate`). Never edit a released migration: add the next one.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE hashlist_entries (
+         list text NOT NULL,
+         id text NOT NULL,
+         entry jsonb NOT NULL,
+         PRIMARY KEY (list, id)
+     );
+     CREATE TABLE hashlist_changes (
+         seq bigserial PRIMARY KEY,
+         txn bigint NOT NULL,
+         at timestamptz NOT NULL DEFAULT now(),
+         list text NOT NULL,
+         op text NOT NULL CHECK (op IN ('put', 'delete', 'drop', 'commit')),
+         id text,
+         entry jsonb,
+         old jsonb
+     );
+     CREATE SEQUENCE hashlist_txn;",
+)];
+
+/// The advisory lock every writer of lists holds until its commit (see the module's doc).
+const WRITER_LOCK: i64 = 0x6466_7365_7276_0001;
+/// The advisory lock under which migrations run, so replicas starting together apply each once.
+const MIGRATION_LOCK: i64 = 0x6466_7365_7276_0002;
+/// The channel NOTIFY wakes followers on.
+pub const CHANNEL: &str = "dfserve_hashlists";
+/// Entries a statement carries during an import.
+const BATCH: usize = 2000;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+pub fn storage(e: impl std::fmt::Display) -> StorageError {
+    StorageError(format!("PostgreSQL: {e}"))
+}
+
+/// One change as the log holds it.
+pub enum Change {
+    Put { list: String, entry: Entry, old: Option<Entry> },
+    Delete { list: String, old: Entry },
+    Drop { list: String },
+    Commit,
+}
+
+pub struct PgStore {
+    pool: Pool,
+    url: String,
+}
+
+fn parse(json: &str) -> Result<Entry, StorageError> {
+    serde_json::from_str(json).map_err(|e| StorageError(format!("a stored hash-list entry is not valid JSON: {e}")))
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq URL or key-value string) and brings the schema up to date.
+    pub fn connect(url: &str) -> Result<PgStore, StorageError> {
+        let config: postgres::Config = url.parse().map_err(|e| storage(format!("--database-url: {e}")))?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(3))
+            .build_unchecked(manager);
+        let store = PgStore { pool, url: url.to_string() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The URL, for the follower's own connection.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StorageError> {
+        self.pool.get().map_err(storage)
+    }
+
+    /// Applies the migrations the database lacks; the versions applied now.
+    pub fn migrate(&self) -> Result<Vec<i32>, StorageError> {
+        let mut c = self.client()?;
+        let mut tx = c.transaction().map_err(storage)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(storage)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS dfserve_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .map_err(storage)?;
+        let have: Vec<i32> = tx
+            .query("SELECT version FROM dfserve_migrations", &[])
+            .map_err(storage)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut applied = Vec::new();
+        for (version, sql) in MIGRATIONS {
+            if !have.contains(version) {
+                tx.batch_execute(sql).map_err(storage)?;
+                tx.execute("INSERT INTO dfserve_migrations (version) VALUES ($1)", &[version]).map_err(storage)?;
+                applied.push(*version);
+            }
+        }
+        tx.commit().map_err(storage)?;
+        Ok(applied)
+    }
+
+    /// Opens a writer's transaction: the writer lock, and the transaction's number.
+    fn begin<'c>(c: &'c mut Client) -> Result<(postgres::Transaction<'c>, i64), StorageError> {
+        let mut tx = c.transaction().map_err(storage)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK]).map_err(storage)?;
+        let txn: i64 = tx.query_one("SELECT nextval('hashlist_txn')", &[]).map_err(storage)?.get(0);
+        Ok((tx, txn))
+    }
+
+    /// Ends a writer's transaction: its `commit` row, the notification, the commit. The
+    /// `commit` row's sequence number, which followers reach once they have applied it all.
+    fn finish(mut tx: postgres::Transaction<'_>, txn: i64, list: &str) -> Result<i64, StorageError> {
+        let seq: i64 = tx
+            .query_one(
+                "INSERT INTO hashlist_changes (txn, list, op) VALUES ($1, $2, 'commit') RETURNING seq",
+                &[&txn, &list],
+            )
+            .map_err(storage)?
+            .get(0);
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()]).map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        Ok(seq)
+    }
+
+    /// Adds (or replaces, by id) every entry of `entries` in `list` in one transaction,
+    /// handing each to `each` with the entry it replaced, if any (for a line whose id came
+    /// earlier in the same import, `None`). The commit's sequence number, or an error after
+    /// which nothing was applied.
+    pub fn put_all<E: TxnError>(
+        &self,
+        list: &str,
+        entries: impl Iterator<Item = Result<Entry, E>>,
+        mut each: impl FnMut(Entry, Option<Entry>) -> Result<(), E>,
+    ) -> Result<i64, E> {
+        let mut c = self.client()?;
+        let (mut tx, txn) = Self::begin(&mut c)?;
+        let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
+        let mut entries = entries.peekable();
+        while entries.peek().is_some() {
+            batch.clear();
+            for e in entries.by_ref().take(BATCH) {
+                batch.push(e?);
+            }
+            // One line per id in a statement (the last wins), since an upsert cannot touch a
+            // row twice; the log gets one put per id and batch, in order.
+            let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for (i, e) in batch.iter().enumerate() {
+                last.insert(e.id.as_str(), i);
+            }
+            let mut ids: Vec<&str> = Vec::with_capacity(last.len());
+            let mut json: Vec<String> = Vec::with_capacity(last.len());
+            for (i, e) in batch.iter().enumerate() {
+                if last[e.id.as_str()] == i {
+                    ids.push(&e.id);
+                    json.push(serde_json::to_string(e).map_err(|e| StorageError(e.to_string()))?);
+                }
+            }
+            let rows = tx
+                .query(
+                    "WITH new AS (SELECT * FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS n(id, entry, ord)),
+                          old AS (SELECT e.id, e.entry FROM hashlist_entries e WHERE e.list = $1 AND e.id = ANY($2)),
+                          up AS (INSERT INTO hashlist_entries (list, id, entry)
+                                 SELECT $1, id, entry::jsonb FROM new
+                                 ON CONFLICT (list, id) DO UPDATE SET entry = EXCLUDED.entry),
+                          log AS (INSERT INTO hashlist_changes (txn, list, op, id, entry, old)
+                                  SELECT $4, $1, 'put', new.id, new.entry::jsonb, old.entry
+                                  FROM new LEFT JOIN old USING (id) ORDER BY new.ord)
+                     SELECT id, entry::text FROM old",
+                    &[&list, &ids, &json, &txn],
+                )
+                .map_err(storage)?;
+            let mut old: std::collections::HashMap<String, String> =
+                rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+            drop((ids, json, last));
+            for e in batch.drain(..) {
+                let replaced = old.remove(&e.id).map(|j| parse(&j)).transpose()?;
+                each(e, replaced)?;
+            }
+        }
+        Ok(Self::finish(tx, txn, list)?)
+    }
+
+    /// Removes one entry: it and the commit's sequence number, if it was there.
+    pub fn delete(&self, list: &str, id: &str) -> Result<Option<(Entry, i64)>, StorageError> {
+        let mut c = self.client()?;
+        let (mut tx, txn) = Self::begin(&mut c)?;
+        let row = tx
+            .query_opt("DELETE FROM hashlist_entries WHERE list = $1 AND id = $2 RETURNING entry::text", &[&list, &id])
+            .map_err(storage)?;
+        let Some(row) = row else { return Ok(None) };
+        let json: String = row.get(0);
+        tx.execute(
+            "INSERT INTO hashlist_changes (txn, list, op, id, old) VALUES ($1, $2, 'delete', $3, $4::text::jsonb)",
+            &[&txn, &list, &id, &json],
+        )
+        .map_err(storage)?;
+        Ok(Some((parse(&json)?, Self::finish(tx, txn, list)?)))
+    }
+
+    /// Removes a whole list: how many entries it had, and the commit's sequence number.
+    pub fn delete_list(&self, list: &str) -> Result<(usize, Option<i64>), StorageError> {
+        let mut c = self.client()?;
+        let (mut tx, txn) = Self::begin(&mut c)?;
+        let n = tx.execute("DELETE FROM hashlist_entries WHERE list = $1", &[&list]).map_err(storage)?;
+        if n == 0 {
+            return Ok((0, None));
+        }
+        tx.execute("INSERT INTO hashlist_changes (txn, list, op) VALUES ($1, $2, 'drop')", &[&txn, &list])
+            .map_err(storage)?;
+        Ok((n as usize, Some(Self::finish(tx, txn, list)?)))
+    }
+
+    /// One list's entries in id order, and the log position they are as of.
+    pub fn load_list(&self, list: &str) -> Result<(Vec<Entry>, i64), StorageError> {
+        let mut c = self.client()?;
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(storage)?;
+        let seq: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM hashlist_changes", &[]).map_err(storage)?.get(0);
+        let rows = tx
+            .query("SELECT entry::text FROM hashlist_entries WHERE list = $1 ORDER BY id", &[&list])
+            .map_err(storage)?;
+        let entries = rows.iter().map(|r| parse(r.get(0))).collect::<Result<_, _>>()?;
+        tx.commit().map_err(storage)?;
+        Ok((entries, seq))
+    }
+
+    /// Every entry with its list, one at a time, as of one snapshot; the log position of that
+    /// snapshot, from which a follower goes on.
+    pub fn snapshot(&self, mut f: impl FnMut(&str, Entry)) -> Result<i64, StorageError> {
+        let mut c = self.client()?;
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(storage)?;
+        let seq: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM hashlist_changes", &[]).map_err(storage)?.get(0);
+        let portal = tx.bind("SELECT list, entry::text FROM hashlist_entries", &[]).map_err(storage)?;
+        loop {
+            let rows = tx.query_portal(&portal, 10_000).map_err(storage)?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                f(r.get(0), parse(r.get(1))?);
+            }
+        }
+        tx.commit().map_err(storage)?;
+        Ok(seq)
+    }
+}
+
+/// Up to `limit` changes after `seq`, in order, with their sequence numbers.
+pub fn changes_after(c: &mut Client, seq: i64, limit: i64) -> Result<Vec<(i64, Change)>, StorageError> {
+    let rows = c
+        .query(
+            "SELECT seq, op, list, entry::text, old::text FROM hashlist_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&seq, &limit],
+        )
+        .map_err(storage)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (seq, op, list): (i64, &str, String) = (r.get(0), r.get(1), r.get(2));
+        let entry: Option<&str> = r.get(3);
+        let old: Option<&str> = r.get(4);
+        let old = old.map(parse).transpose()?;
+        let change = match op {
+            "put" => Change::Put { list, entry: parse(entry.unwrap_or("null"))?, old },
+            "delete" => {
+                Change::Delete { list, old: old.ok_or_else(|| StorageError("a delete without its entry".into()))? }
+            }
+            "drop" => Change::Drop { list },
+            _ => Change::Commit,
+        };
+        out.push((seq, change));
+    }
+    Ok(out)
+}
+
+/// A connection of the follower's own (not from the pool: it stays on LISTEN).
+pub fn listen(url: &str) -> Result<Client, StorageError> {
+    let mut c = Client::connect(url, NoTls).map_err(storage)?;
+    c.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(storage)?;
+    Ok(c)
+}
+
+/// Creates the database `name` on the server that `base` (libpq key=value, without `dbname`)
+/// points at, and returns the connection string for it: each test, and each test fleet, gets a
+/// database of its own.
+pub fn create_database(base: &str, name: &str) -> Result<String, StorageError> {
+    let mut c = Client::connect(&format!("{base} dbname=postgres"), NoTls).map_err(storage)?;
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).map_err(storage)?;
+    c.batch_execute(&format!("CREATE DATABASE \"{name}\"")).map_err(storage)?;
+    Ok(format!("{base} dbname={name}"))
+}
