@@ -8,6 +8,10 @@ through /proc/PID/clear_refs) and the resident size once the lists are deleted a
 that get 429 `busy` (the import budget) back off and retry, as a client should.
 
     python3 bench/import_memory.py [--entries 1000000] [--budget BYTES] [--kind md5|pdq] [--one-only]
+                                   [--database-url 'host=127.0.0.1 port=5432 user=u dbname=d']
+
+With --database-url the lists go to PostgreSQL (the same figures, and the import's entries/s on
+that store; the database should be empty).
 
 Prints one JSON object. Linux only (reads /proc).
 """
@@ -76,6 +80,7 @@ def main():
     ap.add_argument("--budget", type=int, default=None, help="--max-import-memory-bytes (default: the server's)")
     ap.add_argument("--kind", choices=["md5", "pdq"], default="md5", help="entries' kind (pdq: random 256-bit hashes)")
     ap.add_argument("--one-only", action="store_true", help="only the single import")
+    ap.add_argument("--database-url", default=None, help="keep the lists in PostgreSQL (the server's --database-url)")
     args = ap.parse_args()
     binary = os.path.join(ROOT, "target", "release", "dfserve")
     tmp = tempfile.mkdtemp(prefix="dfserve-import-mem-")
@@ -86,6 +91,8 @@ def main():
            "--data-dir", os.path.join(tmp, "data"), "--api-key-file", keys, "--max-body-bytes", str(256 << 20)]
     if args.budget:
         cmd += ["--max-import-memory-bytes", str(args.budget)]
+    if args.database_url:
+        cmd += ["--database-url", args.database_url]
     env = dict(os.environ, DFSERVE_LOG="warn")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     base = None
@@ -114,6 +121,8 @@ def main():
         result["one"] = dict(out["one"], peak_rss_mib=round(status_mib(pid, "VmHWM")),
                              peak_over_start_mib=round(status_mib(pid, "VmHWM") - before))
         result["one"]["rss_with_list_mib"] = round(status_mib(pid, "VmRSS"))
+        result["one"]["entries_per_s"] = round(args.entries / max(out["one"]["seconds"], 0.1))
+        result["store"] = "postgres" if args.database_url else "data dir"
         call(base, "DELETE", "/v1/hashlists/one")
         result["one"]["rss_after_delete_mib"] = round(status_mib(pid, "VmRSS"))
         if args.one_only:

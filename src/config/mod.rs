@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::hashlists::cli::{HashesArgs, HashesCommand};
+pub use crate::hashlists::cli::{HashesArgs, HashesCommand, StoreArgs, StoreCommand};
 pub use crate::healthcheck::HealthArgs;
 use clap::{Args, Parser, Subcommand};
 
@@ -44,6 +44,9 @@ pub enum Command {
     /// Manage the known-content hash lists in --data-dir directly (with the server stopped;
     /// while it runs, use /v1/hashlists).
     Hashes(HashesArgs),
+    /// The PostgreSQL store of a fleet (--database-url): bring its schema up to date, or copy a
+    /// data dir's hash lists into it.
+    Store(StoreArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
     /// Time the whole image pipeline in-process, one image at a time (no server, no queue):

@@ -83,3 +83,61 @@ pub fn run(args: &HashesArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `dfserve store ...`: the PostgreSQL store of a fleet.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The fleet's database (libpq URL or key=value string).
+    #[arg(long, env = "DFSERVE_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StoreCommand {
+    /// Bring the database's schema up to date (servers also do this at start).
+    Migrate,
+    /// Copy every hash list of a data dir (a stopped server's) into the database, each list
+    /// in one transaction; entries with an id the database's list already has are replaced.
+    /// Decisions stay in the data dir (PostgreSQL does not hold them yet).
+    Copy {
+        /// The data dir to copy from.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn store(args: &StoreArgs) -> anyhow::Result<()> {
+    let url = args.database_url.as_deref().context("--database-url (or DFSERVE_DATABASE_URL) names the database")?;
+    let pg = super::pg::PgStore::connect(url).context("connecting to --database-url")?;
+    match &args.command {
+        StoreCommand::Migrate => {
+            pg.migrate()?;
+            eprintln!("dfserve store: the schema is at version {}", super::pg::SCHEMA_VERSION);
+        }
+        StoreCommand::Copy { data_dir } => {
+            anyhow::ensure!(
+                crate::datastore::exists(data_dir),
+                "{} holds no dfserve database: name a server's --data-dir",
+                data_dir.display()
+            );
+            let lists = HashLists::open(data_dir, Default::default())?;
+            for summary in lists.summaries() {
+                let entries = lists.export(&summary.name)?.unwrap_or_default();
+                let n = entries.len();
+                let (mut added, mut replaced) = (0usize, 0usize);
+                pg.put_all(&summary.name, entries.into_iter().map(Ok::<_, super::ListError>), |_, old| {
+                    if old.is_some() {
+                        replaced += 1;
+                    } else {
+                        added += 1;
+                    }
+                    Ok(())
+                })?;
+                eprintln!("dfserve store: '{}': {n} entries copied ({added} new, {replaced} replaced)", summary.name);
+            }
+        }
+    }
+    Ok(())
+}

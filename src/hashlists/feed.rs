@@ -181,8 +181,12 @@ fn catch_up(
         for (seq, change) in page {
             *fetched = seq;
             if let Change::Commit = change {
+                let (n, t) = (pending.len(), Instant::now());
                 apply(std::mem::take(pending), lists, min_quality);
                 feed.advance(seq);
+                if n >= 10_000 {
+                    tracing::info!(changes = n, seq, apply_s = t.elapsed().as_secs_f64(), "hash-list feed: applied a large change");
+                }
             } else {
                 pending.push(change);
             }

@@ -238,6 +238,7 @@ impl HashLists {
             Backend::Embedded { store, .. } => self.import_embedded(store, list, entries, &mut report)?,
             Backend::Postgres { store, feed } => {
                 let mut seen: HashSet<String> = HashSet::new();
+                let t = std::time::Instant::now();
                 let seq = store.put_all(list, entries, |e, old| {
                     if !seen.insert(e.id) {
                         report.duplicates += 1;
@@ -248,7 +249,12 @@ impl HashLists {
                     }
                     Ok(())
                 })?;
+                let committed = t.elapsed().as_secs_f64();
                 Self::applied(feed, seq);
+                if report.added + report.replaced >= 10_000 {
+                    let applied = t.elapsed().as_secs_f64() - committed;
+                    tracing::info!(list, seq, committed_s = committed, applied_s = applied, "hash-list import committed to PostgreSQL");
+                }
             }
         }
         report.entries = self.read().get(list).map_or(0, ListIndex::len);

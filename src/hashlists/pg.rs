@@ -52,6 +52,9 @@ const MIGRATIONS: &[(i32, &str)] = &[(
      CREATE SEQUENCE hashlist_txn;",
 )];
 
+/// The schema version this build writes (the last migration's).
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// The advisory lock every writer of lists holds until its commit (see the module's doc).
 const WRITER_LOCK: i64 = 0x6466_7365_7276_0001;
 /// The advisory lock under which migrations run, so replicas starting together apply each once.
@@ -95,7 +98,10 @@ impl PgStore {
             .connection_timeout(Duration::from_secs(3))
             .build_unchecked(manager);
         let store = PgStore { pool, url: url.to_string() };
-        store.migrate()?;
+        let applied = store.migrate()?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "PostgreSQL schema migrated");
+        }
         Ok(store)
     }
 
@@ -173,6 +179,9 @@ impl PgStore {
     ) -> Result<i64, E> {
         let mut c = self.client()?;
         let (mut tx, txn) = Self::begin(&mut c)?;
+        // The statistics of a list's rows are those from before this transaction (none, for a
+        // new list): the lookups below must not be planned as scans of the growing table.
+        tx.batch_execute("SET LOCAL enable_seqscan = off").map_err(storage)?;
         let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
         let mut entries = entries.peekable();
         while entries.peek().is_some() {
@@ -194,22 +203,34 @@ impl PgStore {
                     json.push(serde_json::to_string(e).map_err(|e| StorageError(e.to_string()))?);
                 }
             }
+            // One primary-key lookup per id (LATERAL, kept apart by OFFSET 0). Without it the
+            // planner, going by statistics from before this transaction, read every row of the
+            // list for each batch: a million-entry import took 55 s instead of a few.
             let rows = tx
                 .query(
-                    "WITH new AS (SELECT * FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS n(id, entry, ord)),
-                          old AS (SELECT e.id, e.entry FROM hashlist_entries e WHERE e.list = $1 AND e.id = ANY($2)),
-                          up AS (INSERT INTO hashlist_entries (list, id, entry)
-                                 SELECT $1, id, entry::jsonb FROM new
-                                 ON CONFLICT (list, id) DO UPDATE SET entry = EXCLUDED.entry),
-                          log AS (INSERT INTO hashlist_changes (txn, list, op, id, entry, old)
-                                  SELECT $4, $1, 'put', new.id, new.entry::jsonb, old.entry
-                                  FROM new LEFT JOIN old USING (id) ORDER BY new.ord)
-                     SELECT id, entry::text FROM old",
-                    &[&list, &ids, &json, &txn],
+                    "SELECT n.id, e.entry::text FROM unnest($2::text[]) AS n(id),
+                     LATERAL (SELECT entry FROM hashlist_entries WHERE list = $1 AND id = n.id OFFSET 0) AS e",
+                    &[&list, &ids],
                 )
                 .map_err(storage)?;
             let mut old: std::collections::HashMap<String, String> =
                 rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+            let olds: Vec<Option<&str>> = ids.iter().map(|id| old.get(*id).map(String::as_str)).collect();
+            tx.execute(
+                "INSERT INTO hashlist_entries (list, id, entry)
+                 SELECT $1, n.id, n.entry::jsonb FROM unnest($2::text[], $3::text[]) AS n(id, entry)
+                 ON CONFLICT (list, id) DO UPDATE SET entry = EXCLUDED.entry",
+                &[&list, &ids, &json],
+            )
+            .map_err(storage)?;
+            tx.execute(
+                "INSERT INTO hashlist_changes (txn, list, op, id, entry, old)
+                 SELECT $1, $2, 'put', n.id, n.entry::jsonb, n.old::jsonb
+                 FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS n(id, entry, old, ord) ORDER BY n.ord",
+                &[&txn, &list, &ids, &json, &olds],
+            )
+            .map_err(storage)?;
+            drop(olds);
             drop((ids, json, last));
             for e in batch.drain(..) {
                 let replaced = old.remove(&e.id).map(|j| parse(&j)).transpose()?;
