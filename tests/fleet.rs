@@ -74,7 +74,8 @@ fn key_file(dir: &std::path::Path) -> PathBuf {
 
 /// A small PNG unique to `i` (so its SHA-256 is too).
 fn upload(i: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(i & 0xff) as u8, (i >> 8) as u8, (x * 8 + y) as u8]));
+    let img =
+        image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(i & 0xff) as u8, (i >> 8) as u8, (x * 8 + y) as u8]));
     encode(&img, image::ImageFormat::Png)
 }
 
@@ -150,9 +151,24 @@ async fn a_fleet_on_one_database_agrees() {
     let keys = tempfile::tempdir().unwrap();
     let keys = key_file(keys.path());
     let args = ["--api-key-file", keys.to_str().unwrap(), "--database-url", &url, "--default-model", "meso4_df"];
+    // A one-machine data dir's list, copied into the fleet's database before it starts.
+    let one = tempfile::tempdir().unwrap();
+    let csv = one.path().join("copied.csv");
+    std::fs::write(&csv, format!("kind,hash,id\nsha256,{},c1\n", hex::encode(Sha256::digest(upload(60_000))))).unwrap();
+    let dfserve = |a: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dfserve")).args(a).output().unwrap();
+        assert!(out.status.success(), "dfserve {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let data = one.path().join("data");
+    dfserve(&["hashes", "import", "--data-dir", data.to_str().unwrap(), "--list", "copied", csv.to_str().unwrap()]);
+    dfserve(&["store", "migrate", "--database-url", &url]);
+    dfserve(&["store", "copy", "--data-dir", data.to_str().unwrap(), "--database-url", &url]);
     let mut fleet = Vec::new();
     for _ in 0..3 {
         fleet.push(Server::start(&args).await);
+    }
+    for s in &fleet {
+        assert!(matches(s, &upload(60_000)).await, "the copied list is matched on every replica");
     }
 
     // 1. Propagation: 100 adds then their 100 deletes, each through one replica in turn, timed
@@ -213,7 +229,10 @@ async fn a_fleet_on_one_database_agrees() {
                 assert_eq!(stored, want);
                 break;
             }
-            assert!(settle.elapsed() < Duration::from_secs(10), "a replica's index holds {indexed}, the database {stored}");
+            assert!(
+                settle.elapsed() < Duration::from_secs(10),
+                "a replica's index holds {indexed}, the database {stored}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -229,13 +248,21 @@ async fn a_fleet_on_one_database_agrees() {
     let big: String = (0..300_000).map(|i| line(&format!("k{i}"), format!("kill {i}").as_bytes())).collect();
     let (victim_client, victim_base) = (fleet[2].client.clone(), fleet[2].base.clone());
     let sent = tokio::spawn(async move {
-        victim_client.post(format!("{victim_base}/v1/hashlists/killed")).header("x-api-key", ADMIN).body(big).send().await
+        victim_client
+            .post(format!("{victim_base}/v1/hashlists/killed"))
+            .header("x-api-key", ADMIN)
+            .body(big)
+            .send()
+            .await
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     fleet[2].kill();
     let _ = sent.await;
     let (indexed, stored) = counts(&fleet[0], "killed").await;
-    assert!(indexed == stored as u64 && (stored == 0 || stored == 300_000), "all or nothing: index {indexed}, database {stored}");
+    assert!(
+        indexed == stored as u64 && (stored == 0 || stored == 300_000),
+        "all or nothing: index {indexed}, database {stored}"
+    );
     println!("fleet: replica killed 1.5 s into a 300,000-entry import: the list holds {stored}");
     fleet.pop();
     fleet.push(Server::start(&args).await);

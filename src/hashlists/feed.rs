@@ -185,7 +185,12 @@ fn catch_up(
                 apply(std::mem::take(pending), lists, min_quality);
                 feed.advance(seq);
                 if n >= 10_000 {
-                    tracing::info!(changes = n, seq, apply_s = t.elapsed().as_secs_f64(), "hash-list feed: applied a large change");
+                    tracing::info!(
+                        changes = n,
+                        seq,
+                        apply_s = t.elapsed().as_secs_f64(),
+                        "hash-list feed: applied a large change"
+                    );
                 }
             } else {
                 pending.push(change);

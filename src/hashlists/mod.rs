@@ -253,7 +253,13 @@ impl HashLists {
                 Self::applied(feed, seq);
                 if report.added + report.replaced >= 10_000 {
                     let applied = t.elapsed().as_secs_f64() - committed;
-                    tracing::info!(list, seq, committed_s = committed, applied_s = applied, "hash-list import committed to PostgreSQL");
+                    tracing::info!(
+                        list,
+                        seq,
+                        committed_s = committed,
+                        applied_s = applied,
+                        "hash-list import committed to PostgreSQL"
+                    );
                 }
             }
         }

@@ -2,6 +2,9 @@
 //! database under concurrent writers.
 
 use super::*;
+use crate::hashing::pdq::Pdq;
+use crate::hashing::vpdq;
+use sha2::{Digest, Sha256};
 
 /// Where a conformance test's lists are stored: every such test runs against each store.
 enum Fixture {
