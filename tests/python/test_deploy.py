@@ -79,7 +79,17 @@ def test_kustomizations_name_existing_files():
 
 def test_termination_grace_covers_shutdown():
     pod = load(DEPLOY / "deployment.yaml")["spec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
     seconds = lambda v: int(v.rstrip("s"))  # noqa: E731
     need = seconds(env["DFSERVE_SHUTDOWN_GRACE"]) + seconds(env["DFSERVE_SHUTDOWN_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] > need
+
+
+def test_the_database_url_comes_from_an_optional_secret():
+    """The fleet's PostgreSQL URL (it may hold a password) is read from a Secret, never written
+    in the manifest; without the Secret the pods still start, each with its own lists."""
+    pod = load(DEPLOY / "deployment.yaml")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    ref = env["DFSERVE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert "value" not in env["DFSERVE_DATABASE_URL"]
+    assert (ref["name"], ref["key"], ref["optional"]) == ("dfserve-database", "url", True)
