@@ -10,6 +10,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 
 use super::pdq_index::PdqIndex;
+use super::rng::Rng;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -38,30 +39,6 @@ enum Spread {
     Clustered,
     /// Up to 40 bits from one of 10 hashes (many copies of a few images, edited).
     Near,
-}
-
-/// xorshift64: reproducible, and fast enough that generating 10 M hashes takes no time.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn hash(&mut self) -> [u64; 4] {
-        [self.next(), self.next(), self.next(), self.next()]
-    }
-    /// `h` with up to `bits` bits flipped.
-    fn near(&mut self, h: &[u64; 4], bits: u64) -> [u64; 4] {
-        let mut out = *h;
-        for _ in 0..bits {
-            let b = (self.next() % 256) as usize;
-            out[b / 64] ^= 1 << (b % 64);
-        }
-        out
-    }
 }
 
 fn rss_mib() -> f64 {

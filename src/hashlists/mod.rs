@@ -22,6 +22,7 @@ mod matcher;
 mod model;
 pub mod pdq_index;
 pub mod pg;
+mod rng;
 mod store;
 
 pub use entry::{check_list_name, parse_entries, read_entries, Entry, HashKind, MAX_NOTE_CHARS};

@@ -350,27 +350,7 @@ fn search(hashes: &[[u64; 4]], tables: &[Table], query: &[u64; 4], max: u32) -> 
 mod tests {
     use super::*;
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn hash(&mut self) -> [u64; 4] {
-            [self.next(), self.next(), self.next(), self.next()]
-        }
-        /// `h` with `bits` bits flipped (some may repeat, so at most `bits` away).
-        fn near(&mut self, h: &[u64; 4], bits: u32) -> [u64; 4] {
-            let mut out = *h;
-            for _ in 0..bits {
-                let b = (self.next() % 256) as usize;
-                out[b / 64] ^= 1 << (b % 64);
-            }
-            out
-        }
-    }
+    use crate::hashlists::rng::Rng;
 
     /// Random hashes, clusters around a few centres, and near-duplicates of one hash.
     fn sets(rng: &mut Rng) -> Vec<(&'static str, Vec<[u64; 4]>)> {
@@ -378,14 +358,14 @@ mod tests {
         let centres: Vec<_> = (0..20).map(|_| rng.hash()).collect();
         let clustered: Vec<_> = (0..3000)
             .map(|i| {
-                let bits = (rng.next() % 48) as u32;
+                let bits = rng.next() % 48;
                 rng.near(&centres[i % 20], bits)
             })
             .collect();
         let base = rng.hash();
         let near: Vec<_> = (0..3000)
             .map(|_| {
-                let bits = (rng.next() % 40) as u32;
+                let bits = rng.next() % 40;
                 rng.near(&base, bits)
             })
             .collect();
@@ -396,7 +376,7 @@ mod tests {
         let mut out: Vec<[u64; 4]> = (0..30).map(|_| rng.hash()).collect();
         for i in 0..60 {
             let h = hashes[(rng.next() as usize) % hashes.len()];
-            out.push(rng.near(&h, (i % 40) as u32));
+            out.push(rng.near(&h, i % 40));
         }
         out
     }
@@ -443,7 +423,7 @@ mod tests {
                     ix.swap_remove(pos);
                     mirror.swap_remove(pos);
                 } else {
-                    let bits = (rng.next() % 40) as u32;
+                    let bits = rng.next() % 40;
                     let c = centres[(rng.next() % 8) as usize];
                     let h = rng.near(&c, bits);
                     assert_eq!(ix.push(h), mirror.len());

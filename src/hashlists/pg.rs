@@ -273,13 +273,7 @@ impl PgStore {
     /// One list's entries in id order, and the log position they are as of.
     pub fn load_list(&self, list: &str) -> Result<(Vec<Entry>, i64), StorageError> {
         let mut c = self.client()?;
-        let mut tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(storage)?;
-        let seq: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM hashlist_changes", &[]).map_err(storage)?.get(0);
+        let (mut tx, seq) = read_snapshot(&mut c)?;
         let rows = tx
             .query("SELECT entry::text FROM hashlist_entries WHERE list = $1 ORDER BY id", &[&list])
             .map_err(storage)?;
@@ -292,13 +286,7 @@ impl PgStore {
     /// snapshot, from which a follower goes on.
     pub fn snapshot(&self, mut f: impl FnMut(&str, Entry)) -> Result<i64, StorageError> {
         let mut c = self.client()?;
-        let mut tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(storage)?;
-        let seq: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM hashlist_changes", &[]).map_err(storage)?.get(0);
+        let (mut tx, seq) = read_snapshot(&mut c)?;
         let portal = tx.bind("SELECT list, entry::text FROM hashlist_entries", &[]).map_err(storage)?;
         loop {
             let rows = tx.query_portal(&portal, 10_000).map_err(storage)?;
@@ -312,6 +300,20 @@ impl PgStore {
         tx.commit().map_err(storage)?;
         Ok(seq)
     }
+}
+
+/// A read-only transaction on one snapshot, and the log position that snapshot is at (the
+/// last `commit` row it sees: writers commit in log order, so the entries it sees are exactly
+/// the state after that change).
+fn read_snapshot(c: &mut Client) -> Result<(postgres::Transaction<'_>, i64), StorageError> {
+    let mut tx = c
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(storage)?;
+    let seq: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM hashlist_changes", &[]).map_err(storage)?.get(0);
+    Ok((tx, seq))
 }
 
 /// Up to `limit` changes after `seq`, in order, with their sequence numbers.
