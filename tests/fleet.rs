@@ -118,20 +118,7 @@ async fn until(s: &Server, bytes: &[u8], listed: bool, from: Instant) -> Duratio
 
 /// The index's count for `list` on `s`, and the database's (the export).
 async fn counts(s: &Server, list: &str) -> (u64, usize) {
-    let get = |p: String| s.client.get(s.url(&p)).header("x-api-key", SCORER).send();
-    let lists: Value = get("/v1/hashlists".into()).await.unwrap().json().await.unwrap();
-    let indexed = lists["lists"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == list)
-        .map_or(0, |l| l["entries"].as_u64().unwrap());
-    let export = get(format!("/v1/hashlists/{list}")).await.unwrap();
-    let stored = match export.status().as_u16() {
-        404 => 0,
-        _ => export.text().await.unwrap().lines().count(),
-    };
-    (indexed, stored)
+    common::list_counts(s, list, SCORER).await
 }
 
 async fn position(s: &Server) -> i64 {

@@ -103,14 +103,7 @@ impl Feed {
 
 /// Loads every list from `store` and starts the follower thread that keeps them current.
 pub fn start(store: &pg::PgStore, min_quality: u8) -> Result<(Lists, Arc<Feed>), StorageError> {
-    let mut lists: BTreeMap<String, ListIndex> = BTreeMap::new();
-    let seq = store.snapshot(|list, e| {
-        if !lists.contains_key(list) {
-            lists.insert(list.to_string(), ListIndex::default());
-        }
-        lists.get_mut(list).expect("just inserted").insert(Indexed::of(e, min_quality));
-    })?;
-    lists.values_mut().for_each(ListIndex::settle);
+    let (lists, seq) = super::index::index_all(min_quality, |each| store.snapshot(each))?;
     let lists: Lists = Arc::new(RwLock::new(lists));
     let feed = Arc::new(Feed::new(seq));
     feed.caught_up();

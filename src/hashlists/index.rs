@@ -195,6 +195,24 @@ impl ListIndex {
     }
 }
 
+/// Every list of a full read, indexed: `read` hands each stored entry, with its list, to the
+/// function it is given (the embedded store's scan, or one PostgreSQL snapshot); what `read`
+/// returns comes back with the lists.
+pub(super) fn index_all<T, E>(
+    min_quality: u8,
+    read: impl FnOnce(&mut dyn FnMut(&str, Entry)) -> Result<T, E>,
+) -> Result<(BTreeMap<String, ListIndex>, T), E> {
+    let mut lists: BTreeMap<String, ListIndex> = BTreeMap::new();
+    let out = read(&mut |list, e| {
+        if !lists.contains_key(list) {
+            lists.insert(list.to_string(), ListIndex::default());
+        }
+        lists.get_mut(list).expect("just inserted").insert(Indexed::of(e, min_quality));
+    })?;
+    lists.values_mut().for_each(ListIndex::settle);
+    Ok((lists, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

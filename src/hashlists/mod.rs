@@ -41,15 +41,7 @@ use index::{Indexed, ListIndex};
 
 /// Every list in the database, indexed.
 fn load(store: &store::Store, min_quality: u8) -> Result<BTreeMap<String, ListIndex>, StorageError> {
-    let mut lists: BTreeMap<String, ListIndex> = BTreeMap::new();
-    store.for_each(|list, e| {
-        if !lists.contains_key(list) {
-            lists.insert(list.to_string(), ListIndex::default());
-        }
-        lists.get_mut(list).expect("just inserted").insert(Indexed::of(e, min_quality));
-    })?;
-    lists.values_mut().for_each(ListIndex::settle);
-    Ok(lists)
+    Ok(index::index_all(min_quality, |each| store.for_each(each))?.0)
 }
 
 /// The lists and their matcher; shared by every front end.

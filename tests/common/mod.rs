@@ -262,3 +262,23 @@ fn proc_status_mib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib / 1024
 }
+
+/// What `s` says of hash list `list`, read with `key`: the index's entry count (`GET
+/// /v1/hashlists`) and the database's (the export's lines; 0 when there is no such list). The
+/// two must always be equal.
+pub async fn list_counts(s: &Server, list: &str, key: &str) -> (u64, usize) {
+    let get = |p: String| s.client.get(s.url(&p)).header("x-api-key", key).send();
+    let lists: serde_json::Value = get("/v1/hashlists".into()).await.unwrap().json().await.unwrap();
+    let indexed = lists["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == list)
+        .map_or(0, |l| l["entries"].as_u64().unwrap());
+    let export = get(format!("/v1/hashlists/{list}")).await.unwrap();
+    let stored = match export.status().as_u16() {
+        404 => 0,
+        _ => export.text().await.unwrap().lines().count(),
+    };
+    (indexed, stored)
+}
