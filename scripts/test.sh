@@ -15,11 +15,13 @@ echo "== hadolint: the Dockerfiles"
 .venv/bin/hadolint Dockerfile docker/Dockerfile.cuda
 echo "== cargo clippy"
 cargo clippy --release --locked --all-targets -- -D warnings
-echo "== PostgreSQL for the tests (a throwaway cluster on 127.0.0.1)"
+echo "== PostgreSQL for the tests (a throwaway cluster on 127.0.0.1, TLS on)"
 scripts/pg.sh install
 PGDIR="$(mktemp -d /tmp/dfserve-pg.XXXXXX)"
 DFSERVE_TEST_DATABASE_URL="$(scripts/pg.sh start "$PGDIR" "${DFSERVE_TEST_PG_PORT:-55432}")"
-export DFSERVE_TEST_DATABASE_URL DFSERVE_REQUIRE_POSTGRES=1
+# Its TLS material (scripts/pg.sh): the CA the server's certificate chains to, and another.
+DFSERVE_TEST_PG_TLS_DIR="$PGDIR/tls"
+export DFSERVE_TEST_DATABASE_URL DFSERVE_TEST_PG_TLS_DIR DFSERVE_REQUIRE_POSTGRES=1
 trap 'scripts/pg.sh stop "$PGDIR"; rm -rf "$PGDIR"' EXIT
 echo "== cargo test"
 cargo test --release --locked

@@ -41,7 +41,7 @@ fn main() -> std::process::ExitCode {
             dfserve::hashing::run(&args.files, args.engine.video_settings(), args.engine.max_image_pixels)
         }
         Command::Hashes(args) => dfserve::hashlists::cli::run(&args),
-        Command::Store(args) => dfserve::hashlists::cli::store(&args),
+        Command::Store(args) => dfserve::store::store(&args),
         Command::BenchModel(args) => dfserve::bench::bench_model(&args),
         Command::BenchPipeline(args) => dfserve::bench::bench_pipeline(&args),
     };

@@ -39,19 +39,29 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let dir = args.data_dir.clone();
     let (import_budget, decision_quota) = (args.max_import_memory_bytes, args.max_decision_bytes_per_key);
     let database_url = args.database_url.clone();
+    // With --database-url, lists and decisions both live in PostgreSQL and the data dir's
+    // database is not opened: nothing in it would be shared by the fleet.
     let (storage, lists, decisions) = tokio::task::spawn_blocking(move || {
-        let db = crate::datastore::DataStore::open(&dir)?;
-        let lists = match &database_url {
-            Some(url) => crate::hashlists::HashLists::from_postgres(url, rules)
-                .context("--database-url: loading the hash lists from PostgreSQL")?,
-            None => crate::hashlists::HashLists::from_db(db.clone(), rules)?,
-        }
-        .with_import_budget(import_budget);
-        let decisions = crate::decisions::Decisions::from_db(db.clone(), decision_quota)?;
-        anyhow::Ok((db, lists, decisions))
+        let (storage, lists, decisions) = match &database_url {
+            Some(url) => {
+                let db = crate::pgstore::Db::connect(url).context("--database-url: connecting to PostgreSQL")?;
+                let lists = crate::hashlists::HashLists::from_postgres(db.clone(), rules)
+                    .context("--database-url: loading the hash lists from PostgreSQL")?;
+                (None, lists, crate::decisions::Decisions::from_postgres(db, decision_quota))
+            }
+            None => {
+                let db = crate::datastore::DataStore::open(&dir)?;
+                let lists = crate::hashlists::HashLists::from_db(db.clone(), rules)?;
+                let decisions = crate::decisions::Decisions::from_db(db.clone(), decision_quota)?;
+                (Some(db), lists, decisions)
+            }
+        };
+        anyhow::Ok((storage, lists.with_import_budget(import_budget), decisions))
     })
     .await??;
-    storage.register(&core.metrics.registry)?;
+    if let Some(storage) = &storage {
+        storage.register(&core.metrics.registry)?;
+    }
     lists.register(&core.metrics.registry)?;
     let store = if args.database_url.is_some() { "postgres" } else { "data dir" };
     tracing::info!(data_dir = %args.data_dir.display(), store, lists = lists.summaries().len(), "hash lists loaded");
@@ -118,7 +128,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             public_metrics: args.public_metrics,
             bodies: bodies.clone(),
             decisions: Some(Arc::new(decisions)),
-            storage: Some(storage.clone()),
+            storage: storage.clone(),
         },
     );
     let http = serve_http(http_listener, app, tls.as_ref(), args.http_header_timeout, stopped(stop_rx.clone()));

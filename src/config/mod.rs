@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::hashlists::cli::{HashesArgs, HashesCommand, StoreArgs, StoreCommand};
+pub use crate::hashlists::cli::{HashesArgs, HashesCommand};
 pub use crate::healthcheck::HealthArgs;
+pub use crate::store::{StoreArgs, StoreCommand};
 use clap::{Args, Parser, Subcommand};
 
 use crate::core::Mode;

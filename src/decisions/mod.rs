@@ -14,6 +14,7 @@
 
 mod export;
 mod model;
+mod pg;
 mod store;
 
 pub use export::{csv_cell, csv_rows, csv_uncell, to_csv};
@@ -27,11 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::datastore::{DataStore, StorageError};
 use crate::error::CoreError;
-use store::Store;
+use store::DecisionStore;
 
 /// The decisions and their tables; shared by the front ends.
 pub struct Decisions {
-    store: Store,
+    store: Box<dyn DecisionStore>,
     /// Bytes of decisions one reviewer key may have stored (`--max-decision-bytes-per-key`).
     quota: u64,
 }
@@ -77,8 +78,14 @@ pub struct Page {
 }
 
 impl Decisions {
+    /// The decisions in the data dir's database.
     pub fn from_db(db: Arc<DataStore>, quota: u64) -> Result<Decisions, StorageError> {
-        Ok(Decisions { store: Store::new(db, time_of)?, quota })
+        Ok(Decisions { store: Box::new(store::Store::new(db, time_of)?), quota })
+    }
+
+    /// The decisions in the fleet's database, shared by every replica.
+    pub fn from_postgres(db: Arc<crate::pgstore::Db>, quota: u64) -> Decisions {
+        Decisions { store: Box::new(pg::PgDecisions::new(db)), quota }
     }
 
     /// Records `d` (already validated), replacing this reviewer's earlier decision on the same
@@ -86,7 +93,7 @@ impl Decisions {
     pub fn record(&self, d: &Decision) -> Result<(), RecordError> {
         let value = serde_json::to_vec(d).map_err(|e| StorageError(e.to_string()))?;
         let put = store::Put { sha256: &d.sha256, reviewer: &d.reviewer, decided_at: &d.decided_at, value: &value };
-        match self.store.put(&put, self.quota, time_of)? {
+        match self.store.put(&put, self.quota)? {
             Ok(()) => Ok(()),
             Err(store::Refused::Quota(stored)) => {
                 Err(RecordError::Quota { reviewer: d.reviewer.clone(), stored, quota: self.quota })
@@ -114,6 +121,31 @@ impl Decisions {
         let next = (rows.len() == limit).then(|| rows.last().map(|(pos, _)| cursor(pos))).flatten();
         let decisions = rows.iter().map(|(_, v)| parse(v)).collect::<Result<_, _>>()?;
         Ok(Page { decisions, next })
+    }
+
+    /// Copies every decision into `to`, oldest first and byte for byte, replacing any that
+    /// `to` has for the same item and reviewer (so a copy can be run again); how many. The
+    /// quota does not apply: these decisions were accepted once already.
+    pub fn copy_into(&self, to: &Decisions) -> Result<usize, StorageError> {
+        const PAGE: usize = 1000;
+        let (mut n, mut after) = (0, None::<String>);
+        loop {
+            let rows = self.store.page(after.as_deref(), PAGE)?;
+            for (pos, value) in &rows {
+                let mut parts = pos.splitn(3, '\0');
+                let (decided_at, sha256, reviewer) =
+                    (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let put = store::Put { sha256, reviewer, decided_at, value };
+                if to.store.put(&put, u64::MAX)?.is_err() {
+                    unreachable!("no quota applies to a copy");
+                }
+            }
+            n += rows.len();
+            match rows.last() {
+                Some((pos, _)) if rows.len() == PAGE => after = Some(pos.clone()),
+                _ => return Ok(n),
+            }
+        }
     }
 
     /// All decisions, oldest first (tests and small stores; the HTTP export pages).
@@ -146,7 +178,7 @@ impl Decisions {
         let mut out = Summary::default();
         let (mut items, mut reviewers) = (std::collections::HashSet::new(), std::collections::HashSet::new());
         let mut bad = None;
-        self.store.for_each(|v| match parse(v) {
+        self.store.for_each(&mut |v| match parse(v) {
             Ok(d) => {
                 out.total += 1;
                 *out.by_decision.entry(d.decision.as_str()).or_default() += 1;
@@ -176,6 +208,28 @@ pub fn now_rfc3339() -> String {
 mod tests {
     use super::*;
 
+    /// Where a conformance test's decisions are stored: each test runs against both stores.
+    enum Fixture {
+        Embedded(tempfile::TempDir),
+        Postgres(String),
+    }
+
+    impl Fixture {
+        fn all(test: &str) -> Vec<Fixture> {
+            let mut out = vec![Fixture::Embedded(tempfile::tempdir().unwrap())];
+            out.extend(crate::pgstore::test_database(&format!("decisions_{test}")).map(Fixture::Postgres));
+            out
+        }
+
+        /// The store, opened afresh (as a restarted server opens it).
+        fn open(&self, quota: u64) -> Decisions {
+            match self {
+                Fixture::Embedded(dir) => Decisions::from_db(DataStore::open(dir.path()).unwrap(), quota).unwrap(),
+                Fixture::Postgres(url) => Decisions::from_postgres(crate::pgstore::Db::connect(url).unwrap(), quota),
+            }
+        }
+    }
+
     fn decision(sha: &str, call: Call, reviewer: &str, at: &str) -> Decision {
         Decision {
             sha256: sha.to_string(),
@@ -200,17 +254,22 @@ mod tests {
 
     #[test]
     fn decisions_persist_replace_per_reviewer_and_export() {
-        let dir = tempfile::tempdir().unwrap();
+        for store in Fixture::all("persist") {
+            persist_replace_and_export(&store);
+        }
+    }
+
+    fn persist_replace_and_export(store: &Fixture) {
         let (a, b) = ("a".repeat(64), "B".repeat(64));
         {
-            let d = Decisions::from_db(DataStore::open(dir.path()).unwrap(), u64::MAX).unwrap();
+            let d = store.open(u64::MAX);
             d.record(&decision(&a, Call::Manipulated, "k1", "2026-01-01T00:00:01.000Z").validate().unwrap()).unwrap();
             d.record(&decision(&a, Call::Authentic, "k2", "2026-01-01T00:00:02.000Z").validate().unwrap()).unwrap();
             // The same reviewer again: replaces.
             d.record(&decision(&a, Call::Unsure, "k1", "2026-01-01T00:00:03.000Z").validate().unwrap()).unwrap();
             d.record(&decision(&b, Call::Manipulated, "k1", "2026-01-01T00:00:00.000Z").validate().unwrap()).unwrap();
         }
-        let d = Decisions::from_db(DataStore::open(dir.path()).unwrap(), u64::MAX).unwrap();
+        let d = store.open(u64::MAX);
         let on_a = d.of(&a).unwrap();
         assert_eq!(on_a.len(), 2);
         assert!(on_a.iter().any(|x| x.reviewer == "k1" && x.decision == Call::Unsure));
@@ -238,17 +297,33 @@ mod tests {
 
     #[test]
     fn a_reviewer_key_stores_decisions_up_to_its_quota() {
-        let dir = tempfile::tempdir().unwrap();
-        let one = serde_json::to_vec(&decision(&"a".repeat(64), Call::Authentic, "k1", "t")).unwrap().len() as u64;
-        let d = Decisions::from_db(DataStore::open(dir.path()).unwrap(), one * 3).unwrap();
-        for i in 0..3 {
-            d.record(&decision(&format!("{i}").repeat(64), Call::Authentic, "k1", "t")).unwrap();
+        for store in Fixture::all("quota") {
+            stores_up_to_quota(&store);
         }
-        let err = d.record(&decision(&"4".repeat(64), Call::Authentic, "k1", "t")).unwrap_err();
-        assert!(matches!(err, RecordError::Quota { .. }), "{err}");
+    }
+
+    fn stores_up_to_quota(store: &Fixture) {
+        let one = serde_json::to_vec(&decision(&"a".repeat(64), Call::Authentic, "k1", "t")).unwrap().len() as u64;
+        let d = Arc::new(store.open(one * 3));
+        // Eight at once for one key, as from eight replicas: exactly three fit.
+        let stored: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let d = d.clone();
+                    s.spawn(move || d.record(&decision(&format!("{i}").repeat(64), Call::Authentic, "k1", "t")).is_ok())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap() as usize).sum()
+        });
+        assert_eq!(stored, 3);
+        let kept: Vec<String> = d.all().unwrap().into_iter().map(|x| x.sha256).collect();
+        for sha in (0..8).map(|i| format!("{i}").repeat(64)).filter(|s| !kept.contains(s)) {
+            let err = d.record(&decision(&sha, Call::Authentic, "k1", "t")).unwrap_err();
+            assert!(matches!(err, RecordError::Quota { .. }), "{err}");
+        }
         // Replacing one of its own by a no larger one still works; other keys have their own quota.
-        d.record(&decision(&"0".repeat(64), Call::Unsure, "k1", "t")).unwrap();
-        d.record(&decision(&"4".repeat(64), Call::Authentic, "k2", "t")).unwrap();
+        d.record(&decision(&kept[0], Call::Unsure, "k1", "t")).unwrap();
+        d.record(&decision(&"9".repeat(64), Call::Authentic, "k2", "t")).unwrap();
         assert_eq!(d.summary().unwrap().total, 4);
     }
 

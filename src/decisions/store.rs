@@ -1,5 +1,6 @@
-//! Decisions on disk, in the data dir's database (`datastore`). This layer moves bytes;
-//! `decisions` owns their meaning.
+//! Where decisions are kept: one trait, [`DecisionStore`], for the data dir's database
+//! (`datastore`, here) and PostgreSQL ([`super::pg`]). This layer moves bytes; `decisions` owns
+//! their meaning. The embedded store's tables:
 //!
 //! - `decisions`: key `"<sha256>\0<reviewer>"`, value the decision as JSON. One item's
 //!   decisions are one key range, read with one scan.
@@ -19,8 +20,28 @@ const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions"
 const BY_TIME: TableDefinition<&str, ()> = TableDefinition::new("decisions_by_time");
 const BYTES: TableDefinition<&str, u64> = TableDefinition::new("decision_bytes");
 
+/// A store of decisions. Both kinds pass the same tests (`decisions::tests`).
+pub trait DecisionStore: Send + Sync {
+    /// Adds or replaces one reviewer's decision on one item in one durable transaction, unless
+    /// that reviewer's stored decisions would then exceed `quota` bytes.
+    fn put(&self, d: &Put, quota: u64) -> Result<Result<(), Refused>, StorageError>;
+    /// The stored values of one item's decisions, by reviewer.
+    fn of(&self, sha256: &str) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Up to `limit` decisions after the position `after` (none: from the oldest), oldest
+    /// first, each with its position: `"<decided_at>\0<sha256>\0<reviewer>"` in both stores,
+    /// so a client's cursor survives `dfserve store copy`.
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
+    /// Every stored value, one at a time.
+    fn for_each(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), StorageError>;
+}
+
+/// Reads a stored value's `decided_at`.
+pub type TimeOf = fn(&[u8]) -> Option<String>;
+
+/// The data dir's decisions.
 pub struct Store {
     db: Arc<DataStore>,
+    time_of: TimeOf,
 }
 
 /// A decision to store: its item, reviewer, time and JSON.
@@ -43,8 +64,7 @@ fn item_key(sha256: &str, reviewer: &str) -> String {
 
 impl Store {
     /// The decision tables of `db` (created if new; the time index built if missing).
-    /// `time_of` reads a stored value's `decided_at`.
-    pub fn new(db: Arc<DataStore>, time_of: impl Fn(&[u8]) -> Option<String>) -> Result<Store, StorageError> {
+    pub fn new(db: Arc<DataStore>, time_of: TimeOf) -> Result<Store, StorageError> {
         db.write(|txn| -> Result<(), StorageError> {
             let t = txn.open_table(DECISIONS)?;
             let mut by_time = txn.open_table(BY_TIME)?;
@@ -62,17 +82,13 @@ impl Store {
             }
             Ok(())
         })?;
-        Ok(Store { db })
+        Ok(Store { db, time_of })
     }
+}
 
-    /// Adds or replaces one reviewer's decision on one item in one durable transaction, unless
-    /// that reviewer's stored decisions would then exceed `quota` bytes.
-    pub fn put(
-        &self,
-        d: &Put,
-        quota: u64,
-        time_of: impl Fn(&[u8]) -> Option<String>,
-    ) -> Result<Result<(), Refused>, StorageError> {
+impl DecisionStore for Store {
+    fn put(&self, d: &Put, quota: u64) -> Result<Result<(), Refused>, StorageError> {
+        let time_of = self.time_of;
         let key = item_key(d.sha256, d.reviewer);
         self.db.write(|txn| {
             let mut t = txn.open_table(DECISIONS)?;
@@ -96,8 +112,7 @@ impl Store {
         })
     }
 
-    /// The stored values of one item's decisions.
-    pub fn of(&self, sha256: &str) -> Result<Vec<Vec<u8>>, StorageError> {
+    fn of(&self, sha256: &str) -> Result<Vec<Vec<u8>>, StorageError> {
         let (from, to) = (format!("{sha256}\0"), format!("{sha256}\u{1}"));
         self.db.read(|txn| {
             let t = txn.open_table(DECISIONS)?;
@@ -105,9 +120,7 @@ impl Store {
         })
     }
 
-    /// Up to `limit` decisions after the position `after` (none: from the oldest), oldest
-    /// first, each with its position.
-    pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         self.db.read(|txn| {
             let t = txn.open_table(DECISIONS)?;
             let by_time = txn.open_table(BY_TIME)?;
@@ -128,8 +141,7 @@ impl Store {
         })
     }
 
-    /// Every stored value, one at a time.
-    pub fn for_each(&self, mut f: impl FnMut(&[u8])) -> Result<(), StorageError> {
+    fn for_each(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), StorageError> {
         self.db.read(|txn| {
             let t = txn.open_table(DECISIONS)?;
             for row in t.iter()? {

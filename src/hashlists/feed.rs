@@ -107,18 +107,18 @@ pub fn start(store: &pg::PgStore, min_quality: u8) -> Result<(Lists, Arc<Feed>),
     let lists: Lists = Arc::new(RwLock::new(lists));
     let feed = Arc::new(Feed::new(seq));
     feed.caught_up();
-    let (url, l, f) = (store.url().to_string(), lists.clone(), feed.clone());
+    let (db, l, f) = (store.db().clone(), lists.clone(), feed.clone());
     std::thread::Builder::new()
         .name("hashlist-feed".into())
-        .spawn(move || follow(&url, &l, min_quality, &f))
+        .spawn(move || follow(&db, &l, min_quality, &f))
         .map_err(|e| StorageError(format!("starting the change-feed thread: {e}")))?;
     Ok((lists, feed))
 }
 
-fn follow(url: &str, lists: &Lists, min_quality: u8, feed: &Feed) {
+fn follow(db: &crate::pgstore::Db, lists: &Lists, min_quality: u8, feed: &Feed) {
     let mut warned = false;
     while !feed.stop.load(Ordering::SeqCst) {
-        let mut c = match pg::listen(url) {
+        let mut c = match db.dedicated().and_then(|mut c| pg::listen(&mut c).map(|()| c)) {
             Ok(c) => c,
             Err(e) => {
                 feed.connected.store(false, Ordering::SeqCst);

@@ -102,10 +102,10 @@ impl HashLists {
         Ok(HashLists::with_backend(Backend::Embedded { store, loaded_at }, lists, rules))
     }
 
-    /// The lists in PostgreSQL at `url` (schema brought up to date), loaded into memory and
-    /// kept current by the change feed.
-    pub fn from_postgres(url: &str, rules: MatchRules) -> Result<HashLists, StorageError> {
-        let store = pg::PgStore::connect(url)?;
+    /// The lists in the fleet's database, loaded into memory and kept current by the change
+    /// feed.
+    pub fn from_postgres(db: Arc<crate::pgstore::Db>, rules: MatchRules) -> Result<HashLists, StorageError> {
+        let store = pg::PgStore::new(db);
         let (lists, feed) = feed::start(&store, rules.pdq_min_quality)?;
         Ok(HashLists::with_backend(Backend::Postgres { store, feed }, lists, rules))
     }

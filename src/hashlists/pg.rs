@@ -15,60 +15,22 @@
 //! until commit, so the log's order is the commit order. Writes to lists are rare next to
 //! reads, so serialising them costs little. An import of a million entries holds the lock for
 //! its own duration, much as the embedded store's single writer does.
-//!
-//! Why the sync `postgres` client with an r2d2 pool. The list store is called from blocking
-//! threads, as the embedded store is, and the follower is a thread that waits on
-//! notifications. `postgres` is tokio-postgres behind a small blocking facade, from the same
-//! maintainers; sqlx would bring its own runtime model and macros that are not needed here.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use postgres::{Client, IsolationLevel, NoTls};
-use r2d2_postgres::{r2d2, PostgresConnectionManager};
+use postgres::{Client, IsolationLevel};
 
 use super::entry::Entry;
 use crate::datastore::{StorageError, TxnError};
-
-/// The schema, one migration a version, applied in order at start (and by `dfserve store
-/// migrate`). Never edit a released migration: add the next one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE hashlist_entries (
-         list text NOT NULL,
-         id text NOT NULL,
-         entry jsonb NOT NULL,
-         PRIMARY KEY (list, id)
-     );
-     CREATE TABLE hashlist_changes (
-         seq bigserial PRIMARY KEY,
-         txn bigint NOT NULL,
-         at timestamptz NOT NULL DEFAULT now(),
-         list text NOT NULL,
-         op text NOT NULL CHECK (op IN ('put', 'delete', 'drop', 'commit')),
-         id text,
-         entry jsonb,
-         old jsonb
-     );
-     CREATE SEQUENCE hashlist_txn;",
-)];
-
-/// The schema version this build writes (the last migration's).
-pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+pub use crate::pgstore::storage;
+use crate::pgstore::Db;
 
 /// The advisory lock every writer of lists holds until its commit (see the module's doc).
 const WRITER_LOCK: i64 = 0x6466_7365_7276_0001;
-/// The advisory lock under which migrations run, so replicas starting together apply each once.
-const MIGRATION_LOCK: i64 = 0x6466_7365_7276_0002;
 /// The channel NOTIFY wakes followers on.
 pub const CHANNEL: &str = "dfserve_hashlists";
 /// Entries a statement carries during an import.
 const BATCH: usize = 2000;
-
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-
-pub fn storage(e: impl std::fmt::Display) -> StorageError {
-    StorageError(format!("PostgreSQL: {e}"))
-}
 
 /// One change as the log holds it.
 pub enum Change {
@@ -79,8 +41,7 @@ pub enum Change {
 }
 
 pub struct PgStore {
-    pool: Pool,
-    url: String,
+    db: Arc<Db>,
 }
 
 fn parse(json: &str) -> Result<Entry, StorageError> {
@@ -88,60 +49,18 @@ fn parse(json: &str) -> Result<Entry, StorageError> {
 }
 
 impl PgStore {
-    /// Connects to `url` (a libpq URL or key-value string) and brings the schema up to date.
-    pub fn connect(url: &str) -> Result<PgStore, StorageError> {
-        let config: postgres::Config = url.parse().map_err(|e| storage(format!("--database-url: {e}")))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(8)
-            .min_idle(Some(0))
-            .connection_timeout(Duration::from_secs(3))
-            .build_unchecked(manager);
-        let store = PgStore { pool, url: url.to_string() };
-        let applied = store.migrate()?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, "PostgreSQL schema migrated");
-        }
-        Ok(store)
+    /// The lists' tables in `db` (whose schema `Db::connect` brought up to date).
+    pub fn new(db: Arc<Db>) -> PgStore {
+        PgStore { db }
     }
 
-    /// The URL, for the follower's own connection.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The database, for the follower's own connection.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
     }
 
-    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StorageError> {
-        self.pool.get().map_err(storage)
-    }
-
-    /// Applies the migrations the database lacks; the versions applied now.
-    pub fn migrate(&self) -> Result<Vec<i32>, StorageError> {
-        let mut c = self.client()?;
-        let mut tx = c.transaction().map_err(storage)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(storage)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS dfserve_migrations (
-                 version integer PRIMARY KEY,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .map_err(storage)?;
-        let have: Vec<i32> = tx
-            .query("SELECT version FROM dfserve_migrations", &[])
-            .map_err(storage)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut applied = Vec::new();
-        for (version, sql) in MIGRATIONS {
-            if !have.contains(version) {
-                tx.batch_execute(sql).map_err(storage)?;
-                tx.execute("INSERT INTO dfserve_migrations (version) VALUES ($1)", &[version]).map_err(storage)?;
-                applied.push(*version);
-            }
-        }
-        tx.commit().map_err(storage)?;
-        Ok(applied)
+    fn client(&self) -> Result<crate::pgstore::Conn, StorageError> {
+        self.db.client()
     }
 
     /// Opens a writer's transaction: the writer lock, and the transaction's number.
@@ -343,19 +262,7 @@ pub fn changes_after(c: &mut Client, seq: i64, limit: i64) -> Result<Vec<(i64, C
     Ok(out)
 }
 
-/// A connection of the follower's own (not from the pool: it stays on LISTEN).
-pub fn listen(url: &str) -> Result<Client, StorageError> {
-    let mut c = Client::connect(url, NoTls).map_err(storage)?;
-    c.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(storage)?;
-    Ok(c)
-}
-
-/// Creates the database `name` on the server that `base` (libpq key=value, without `dbname`)
-/// points at, and returns the connection string for it: each test, and each test fleet, gets a
-/// database of its own.
-pub fn create_database(base: &str, name: &str) -> Result<String, StorageError> {
-    let mut c = Client::connect(&format!("{base} dbname=postgres"), NoTls).map_err(storage)?;
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).map_err(storage)?;
-    c.batch_execute(&format!("CREATE DATABASE \"{name}\"")).map_err(storage)?;
-    Ok(format!("{base} dbname={name}"))
+/// Starts listening on `c` (the follower's own connection, outside the pool).
+pub fn listen(c: &mut Client) -> Result<(), StorageError> {
+    c.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(storage)
 }

@@ -13,29 +13,19 @@ enum Fixture {
 }
 
 impl Fixture {
-    /// The data dir's store, and PostgreSQL when the test scripts started one
-    /// (`DFSERVE_TEST_DATABASE_URL`, libpq key=value without `dbname`), in a database of the
-    /// test's own. `DFSERVE_REQUIRE_POSTGRES=1` (scripts/test.sh sets it) makes its absence a
-    /// failure rather than a skip.
+    /// The data dir's store, and PostgreSQL when the test scripts started one.
     fn all(test: &str) -> Vec<Fixture> {
         let mut out = vec![Fixture::Embedded(tempfile::tempdir().unwrap())];
-        match std::env::var("DFSERVE_TEST_DATABASE_URL") {
-            Ok(base) => {
-                let name = format!("dfserve_unit_{test}_{}", std::process::id());
-                out.push(Fixture::Postgres(pg::create_database(&base, &name).unwrap()));
-            }
-            Err(_) if std::env::var("DFSERVE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-                panic!("DFSERVE_REQUIRE_POSTGRES=1 but DFSERVE_TEST_DATABASE_URL is not set")
-            }
-            Err(_) => eprintln!("{test}: PostgreSQL not tested (DFSERVE_TEST_DATABASE_URL is not set)"),
-        }
+        out.extend(crate::pgstore::test_database(test).map(Fixture::Postgres));
         out
     }
 
     fn open(&self) -> HashLists {
         match self {
             Fixture::Embedded(dir) => HashLists::open(dir.path(), MatchRules::default()).unwrap(),
-            Fixture::Postgres(url) => HashLists::from_postgres(url, MatchRules::default()).unwrap(),
+            Fixture::Postgres(url) => {
+                HashLists::from_postgres(crate::pgstore::Db::connect(url).unwrap(), MatchRules::default()).unwrap()
+            }
         }
     }
 
