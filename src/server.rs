@@ -39,13 +39,14 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let dir = args.data_dir.clone();
     let (import_budget, decision_quota) = (args.max_import_memory_bytes, args.max_decision_bytes_per_key);
     let database_url = args.database_url.clone();
+    let log_retention = args.hashlist_log_retention.0;
     // With --database-url, lists and decisions both live in PostgreSQL and the data dir's
     // database is not opened: nothing in it would be shared by the fleet.
     let (storage, lists, decisions) = tokio::task::spawn_blocking(move || {
         let (storage, lists, decisions) = match &database_url {
             Some(url) => {
                 let db = crate::pgstore::Db::connect(url).context("--database-url: connecting to PostgreSQL")?;
-                let lists = crate::hashlists::HashLists::from_postgres(db.clone(), rules)
+                let lists = crate::hashlists::HashLists::from_postgres(db.clone(), rules, log_retention)
                     .context("--database-url: loading the hash lists from PostgreSQL")?;
                 (None, lists, crate::decisions::Decisions::from_postgres(db, decision_quota))
             }

@@ -32,6 +32,13 @@ pub enum StoreCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Prune the hash lists' change log of transactions older than this (`24h`, `0s`), as
+    /// servers do every few minutes by --hashlist-log-retention. Replicas whose position falls
+    /// behind the pruned log load every list afresh.
+    Prune {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
 }
 
 pub fn store(args: &StoreArgs) -> anyhow::Result<()> {
@@ -68,6 +75,10 @@ pub fn store(args: &StoreArgs) -> anyhow::Result<()> {
             let from = Decisions::from_db(local, u64::MAX)?;
             let n = from.copy_into(&Decisions::from_postgres(db, u64::MAX))?;
             eprintln!("dfserve store: {n} decisions copied");
+        }
+        StoreCommand::Prune { older_than } => {
+            let (rows, horizon) = crate::hashlists::pg::PgStore::new(db).prune(*older_than)?;
+            eprintln!("dfserve store: {rows} change-log rows pruned; the log now starts after {horizon}");
         }
     }
     Ok(())

@@ -94,6 +94,11 @@ async fn delete(s: &Server, list: &str, id: &str) -> u16 {
 
 /// Whether `bytes` matches anything on `s`; a detect that fails is a test failure.
 async fn matches(s: &Server, bytes: &[u8]) -> bool {
+    matched_at(s, bytes).await.0
+}
+
+/// Whether `s` matches `bytes`, and the index position its answer gives.
+async fn matched_at(s: &Server, bytes: &[u8]) -> (bool, i64) {
     let r = s
         .client
         .post(s.url("/v1/detect?mode=whole&model=meso4_df"))
@@ -104,7 +109,9 @@ async fn matches(s: &Server, bytes: &[u8]) -> bool {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    !v["results"][0]["matches"].as_array().is_none_or(|m| m.is_empty())
+    let position = v["results"][0]["hashlist_position"].as_i64();
+    assert!(position.is_some_and(|p| p > 0), "a fleet's result names its index position: {v}");
+    (!v["results"][0]["matches"].as_array().is_none_or(|m| m.is_empty()), position.unwrap())
 }
 
 /// Time until `s` sees `bytes` as `listed` (polled every 2 ms), at most 10 s.
@@ -148,6 +155,16 @@ async fn a_fleet_on_one_database_agrees() {
     };
     let data = one.path().join("data");
     dfserve(&["hashes", "import", "--data-dir", data.to_str().unwrap(), "--list", "copied", csv.to_str().unwrap()]);
+    // And a reviewer's decision from that machine.
+    let reviewed = "c".repeat(64);
+    {
+        let local = dfserve::datastore::DataStore::open(&data).unwrap();
+        let d: dfserve::decisions::Decision = serde_json::from_value(json!({
+            "sha256": reviewed, "decision": "manipulated", "reviewer": "0badcafe",
+            "decided_at": "2026-01-01T00:00:00.000Z", "shown": {"score": 0.9}}))
+        .unwrap();
+        dfserve::decisions::Decisions::from_db(local, u64::MAX).unwrap().record(&d).unwrap();
+    }
     dfserve(&["store", "migrate", "--database-url", &url]);
     dfserve(&["store", "copy", "--data-dir", data.to_str().unwrap(), "--database-url", &url]);
     let mut fleet = Vec::new();
@@ -155,7 +172,34 @@ async fn a_fleet_on_one_database_agrees() {
         fleet.push(Server::start(&args).await);
     }
     for s in &fleet {
-        assert!(matches(s, &upload(60_000)).await, "the copied list is matched on every replica");
+        let (matched, at) = matched_at(s, &upload(60_000)).await;
+        assert!(matched, "the copied list is matched on every replica");
+        assert_eq!(at, position(s).await, "results and readiness agree on the index's position");
+    }
+
+    // 0. Decisions: the copied one, and one recorded through each replica, are in every
+    //    replica's answers at once (they are read from the database, not held per pod).
+    let calls = ["authentic", "unsure", "manipulated"];
+    for (i, w) in fleet.iter().enumerate() {
+        let body = json!({"sha256": reviewed, "decision": calls[i], "shown": {"score": 0.5}});
+        let key = if i == 0 { ADMIN } else { SCORER };
+        let r = w.client.post(w.url("/v1/decisions")).header("x-api-key", key).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        for s in &fleet {
+            let r = s
+                .client
+                .get(s.url(&format!("/v1/decisions/{reviewed}")))
+                .header("x-api-key", ADMIN)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            let seen: Vec<&str> =
+                v["decisions"].as_array().unwrap().iter().map(|d| d["decision"].as_str().unwrap()).collect();
+            // The copied decision, the admin's, and the scorer's latest (which replaces its earlier one).
+            assert_eq!(seen.len(), 1 + (i + 1).min(2), "{v}");
+            assert!(seen.contains(&calls[i]), "{v}");
+        }
     }
 
     // 1. Propagation: 100 adds then their 100 deletes, each through one replica in turn, timed
@@ -230,6 +274,39 @@ async fn a_fleet_on_one_database_agrees() {
         assert!(matches(s, &upload(10_000 + 15)).await, "a kept entry matches");
         assert!(matches(s, &upload(20_000 + 95 * 20 + 19)).await, "an added entry matches");
     }
+
+    // 2b. The log pruned while a replica is paused (SIGSTOP) and changes go on without it: on
+    //     waking it is behind the pruned log, loads every list afresh, and ends at the others'
+    //     position with the database's contents.
+    let paused = fleet[2].pid() as i32;
+    unsafe { libc::kill(paused, libc::SIGSTOP) };
+    assert_eq!(import(&fleet[0], "l", line("late", &upload(30_000))).await.status(), 200);
+    assert_eq!(delete(&fleet[1], "l", "b15").await, 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_dfserve"))
+        .args(["store", "prune", "--older-than", "0s", "--database-url", &url])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("pruned"), "{said}");
+    unsafe { libc::kill(paused, libc::SIGCONT) };
+    let target = position(&fleet[0]).await;
+    let t = Instant::now();
+    while position(&fleet[2]).await != target {
+        assert!(t.elapsed() < Duration::from_secs(20), "the paused replica did not catch up after the prune");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = fleet[2].client.get(fleet[2].url("/metrics")).header("x-api-key", ADMIN).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let reloaded = common::metric(&metrics, "dfserve_hashlist_feed_reloads_total");
+    let feed_lines: Vec<&str> = metrics.lines().filter(|l| l.contains("hashlist_feed")).collect();
+    assert_eq!(reloaded, Some(1.0), "the paused replica loaded the lists afresh: {feed_lines:?}");
+    assert_eq!(counts(&fleet[2], "l").await, (want as u64, want));
+    assert!(matches(&fleet[2], &upload(30_000)).await && !matches(&fleet[2], &upload(10_000 + 15)).await);
+    println!(
+        "fleet: log pruned while a replica was paused ({}); it reloaded and caught up in {:.2} s",
+        said.trim(),
+        t.elapsed().as_secs_f64()
+    );
 
     // 3. A replica killed in the middle of a 300,000-entry import: the list is all or nothing.
     let big: String = (0..300_000).map(|i| line(&format!("k{i}"), format!("kill {i}").as_bytes())).collect();

@@ -100,14 +100,19 @@ pub struct ServeArgs {
     /// Where state that must last lives: the hash lists and reviewers' decisions (`dfserve.redb`).
     #[arg(long, env = "DFSERVE_DATA_DIR", default_value_os_t = crate::layout::data_dir())]
     pub data_dir: PathBuf,
-    /// PostgreSQL for the hash lists, shared by every replica (`postgres://user@host/db`, or
-    /// libpq's key=value form). Each replica keeps its in-memory index current from the
-    /// database's change log. Without it, the lists live in --data-dir (one server). Decisions
-    /// stay in --data-dir either way (for now).
+    /// PostgreSQL for the hash lists and decisions, shared by every replica
+    /// (`postgres://user@host/db?sslmode=verify-full&sslrootcert=ca.pem`, or libpq's key=value
+    /// form). Each replica keeps its in-memory index current from the database's change log.
+    /// Without it, both live in --data-dir (one server).
     #[arg(long, env = "DFSERVE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// With --database-url: how long the hash lists' change log keeps a change (`24h`, `7d`;
+    /// `never` keeps all). A replica cut off for longer reloads every list when it is back.
+    #[arg(long, env = "DFSERVE_HASHLIST_LOG_RETENTION", default_value = "24h")]
+    pub hashlist_log_retention: Retention,
     /// Memory that hash-list imports in progress may take at once; an import takes about 7x
-    /// its body, and one beyond the budget is refused with 429 `busy` (one import always runs).
+    /// its body (16x into PostgreSQL), and one beyond the budget is refused with 429 `busy`
+    /// (one import always runs).
     #[arg(long, env = "DFSERVE_MAX_IMPORT_MEMORY_BYTES", default_value_t = 768 * 1024 * 1024)]
     pub max_import_memory_bytes: usize,
     /// Bytes of decisions one API key (reviewer) may have stored; past it, its new decisions
@@ -215,4 +220,18 @@ pub struct BenchPipelineArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A retention: a duration, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention(pub Option<Duration>);
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Retention, String> {
+        match s {
+            "never" => Ok(Retention(None)),
+            _ => humantime::parse_duration(s).map(|d| Retention(Some(d))).map_err(|e| format!("{e} (or `never`)")),
+        }
+    }
 }

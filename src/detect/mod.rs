@@ -44,6 +44,10 @@ pub struct DetectedImage {
     pub scored: ImageResult,
     /// Known content this upload matched (hash lists).
     pub matches: Vec<Match>,
+    /// With lists in PostgreSQL: the change-feed position of the index the matches were found
+    /// in (the matches hold as of that change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hashlist_position: Option<i64>,
     /// C2PA Content Credentials of the upload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Box<Provenance>>,
@@ -142,7 +146,7 @@ impl Detector {
                 let (v, provenance) =
                     tokio::join!(self.detect_video(bytes.clone(), container, opts, deadline), self.provenance(&bytes));
                 let mut v = v?;
-                v.matches = self.matches(&bytes, None, std::mem::take(&mut v.vpdq)).await;
+                (v.matches, v.hashlist_position) = self.matches(&bytes, None, std::mem::take(&mut v.vpdq)).await;
                 v.provenance = provenance.map(Box::new);
                 Ok(Detection::Video(v))
             }
@@ -173,8 +177,8 @@ impl Detector {
                     Some(img) => self.pdq(img).await,
                     None => None,
                 };
-                let matches = self.matches(&bytes, pdq, Vec::new()).await;
-                Ok(DetectedImage { scored, matches, provenance: provenance.map(Box::new) })
+                let (matches, hashlist_position) = self.matches(&bytes, pdq, Vec::new()).await;
+                Ok(DetectedImage { scored, matches, hashlist_position, provenance: provenance.map(Box::new) })
             }
             Err(e) => Err(e),
         };
@@ -220,13 +224,17 @@ impl Detector {
         .ok()
     }
 
-    /// The upload's matches in the hash lists (digests hashed off the async workers).
-    async fn matches(&self, bytes: &Bytes, pdq: Option<Pdq>, vpdq: Vec<vpdq::Feature>) -> Vec<Match> {
-        let Some(lists) = self.hashlists.clone().filter(|l| !l.is_empty()) else { return Vec::new() };
+    /// The upload's matches in the hash lists (digests hashed off the async workers), and the
+    /// index's position in the change feed (PostgreSQL only).
+    async fn matches(&self, bytes: &Bytes, pdq: Option<Pdq>, vpdq: Vec<vpdq::Feature>) -> (Vec<Match>, Option<i64>) {
+        let Some(lists) = self.hashlists.clone() else { return (Vec::new(), None) };
+        if lists.is_empty() {
+            return (Vec::new(), lists.feed_state().map(|f| f.position));
+        }
         let bytes = bytes.clone();
         tokio::task::spawn_blocking(move || {
             let vpdq = (!vpdq.is_empty()).then_some(&vpdq[..]);
-            lists.matches(&Probe { bytes: &bytes, pdq, vpdq })
+            lists.matches_at(&Probe { bytes: &bytes, pdq, vpdq })
         })
         .await
         .unwrap_or_default()

@@ -58,6 +58,9 @@ pub struct VideoResult {
     pub judgement: Judgement,
     /// Known content this upload matched (hash lists: vPDQ and exact digests for videos).
     pub matches: Vec<crate::hashlists::Match>,
+    /// As for images ([`super::DetectedImage::hashlist_position`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hashlist_position: Option<i64>,
     /// C2PA Content Credentials of the upload (MP4 and MOV).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Box<crate::provenance::Provenance>>,
@@ -196,6 +199,7 @@ pub(super) async fn score_video(
         threshold,
         judgement,
         matches: Vec::new(),
+        hashlist_position: None,
         provenance: None,
         vpdq: hashes,
         tracks,

@@ -13,6 +13,13 @@
 //! log. A replica stays ready through an outage. Its index is only as stale as the outage is
 //! long, and refusing detection would send the whole fleet to 503 at once, which is worse for
 //! the platforms than matching against a list a few seconds old.
+//!
+//! Pruning. Every few minutes a follower prunes the log of transactions older than the
+//! retention (`--hashlist-log-retention`; one replica at a time does the work). A follower
+//! whose position is behind the pruned horizon (a replica paused or cut off for longer than
+//! the retention) can no longer replay, so it loads every list afresh from one snapshot and
+//! swaps the new index in whole, going on from that snapshot's position. Matching goes on
+//! against the old index meanwhile; memory holds both until the swap.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use prometheus::{Gauge, IntGauge};
+use prometheus::{Gauge, IntCounter, IntGauge};
 
 use super::index::{Indexed, ListIndex};
 use super::pg::{self, Change};
@@ -33,6 +40,9 @@ const POLL: Duration = Duration::from_secs(1);
 
 pub type Lists = Arc<RwLock<BTreeMap<String, ListIndex>>>;
 
+/// How often a follower prunes the log.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
 /// Where one replica's index stands in the log.
 pub struct Feed {
     position: Mutex<i64>,
@@ -43,6 +53,8 @@ pub struct Feed {
     caught_up_at: Mutex<Instant>,
     pub position_metric: IntGauge,
     pub lag_metric: Gauge,
+    /// Full loads after falling behind the pruned log.
+    pub reloads_metric: IntCounter,
 }
 
 impl Feed {
@@ -55,6 +67,11 @@ impl Feed {
             "Seconds since this replica last confirmed it had applied every hash-list change",
         )
         .expect("a valid metric");
+        let reloads_metric = IntCounter::new(
+            "dfserve_hashlist_feed_reloads_total",
+            "Full loads of the hash lists after this replica fell behind the pruned change log",
+        )
+        .expect("a valid metric");
         position_metric.set(position);
         Feed {
             position: Mutex::new(position),
@@ -64,6 +81,7 @@ impl Feed {
             caught_up_at: Mutex::new(Instant::now()),
             position_metric,
             lag_metric,
+            reloads_metric,
         }
     }
 
@@ -101,24 +119,30 @@ impl Feed {
     }
 }
 
-/// Loads every list from `store` and starts the follower thread that keeps them current.
-pub fn start(store: &pg::PgStore, min_quality: u8) -> Result<(Lists, Arc<Feed>), StorageError> {
+/// Loads every list from `store` and starts the follower thread that keeps them current
+/// (and prunes the log of transactions older than `retention`, if given).
+pub fn start(
+    store: &pg::PgStore,
+    min_quality: u8,
+    retention: Option<Duration>,
+) -> Result<(Lists, Arc<Feed>), StorageError> {
     let (lists, seq) = super::index::index_all(min_quality, |each| store.snapshot(each))?;
     let lists: Lists = Arc::new(RwLock::new(lists));
     let feed = Arc::new(Feed::new(seq));
     feed.caught_up();
-    let (db, l, f) = (store.db().clone(), lists.clone(), feed.clone());
+    let (store, l, f) = (pg::PgStore::new(store.db().clone()), lists.clone(), feed.clone());
     std::thread::Builder::new()
         .name("hashlist-feed".into())
-        .spawn(move || follow(&db, &l, min_quality, &f))
+        .spawn(move || follow(&store, &l, min_quality, retention, &f))
         .map_err(|e| StorageError(format!("starting the change-feed thread: {e}")))?;
     Ok((lists, feed))
 }
 
-fn follow(db: &crate::pgstore::Db, lists: &Lists, min_quality: u8, feed: &Feed) {
+fn follow(store: &pg::PgStore, lists: &Lists, min_quality: u8, retention: Option<Duration>, feed: &Feed) {
     let mut warned = false;
+    let mut pruned_at = Instant::now();
     while !feed.stop.load(Ordering::SeqCst) {
-        let mut c = match db.dedicated().and_then(|mut c| pg::listen(&mut c).map(|()| c)) {
+        let mut c = match store.db().dedicated().and_then(|mut c| pg::listen(&mut c).map(|()| c)) {
             Ok(c) => c,
             Err(e) => {
                 feed.connected.store(false, Ordering::SeqCst);
@@ -140,9 +164,35 @@ fn follow(db: &crate::pgstore::Db, lists: &Lists, min_quality: u8, feed: &Feed) 
         let mut fetched = feed.position();
         let mut pending: Vec<Change> = Vec::new();
         while !feed.stop.load(Ordering::SeqCst) {
-            if let Err(e) = catch_up(&mut c, &mut fetched, &mut pending, lists, min_quality, feed) {
-                tracing::warn!(error = %e, "hash-list feed: reading the log failed; reconnecting");
-                break;
+            match catch_up(&mut c, &mut fetched, &mut pending, lists, min_quality, feed) {
+                Ok(CaughtUp::Yes) => {}
+                Ok(CaughtUp::BehindHorizon(horizon)) => {
+                    tracing::warn!(
+                        position = feed.position(),
+                        horizon,
+                        "hash-list feed: behind the pruned change log; loading every list afresh"
+                    );
+                    match reload(store, lists, min_quality, feed) {
+                        Ok(seq) => (fetched, pending) = (seq, Vec::new()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "hash-list feed: reloading failed; retrying");
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "hash-list feed: reading the log failed; reconnecting");
+                    break;
+                }
+            }
+            if let Some(keep) = retention.filter(|_| pruned_at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Instant::now();
+                match store.prune(keep) {
+                    Ok((0, _)) => {}
+                    Ok((rows, horizon)) => tracing::info!(rows, horizon, "hash-list feed: pruned the change log"),
+                    Err(e) => tracing::warn!(error = %e, "hash-list feed: pruning the change log failed"),
+                }
             }
             let woke = {
                 let mut n = c.notifications();
@@ -159,7 +209,32 @@ fn follow(db: &crate::pgstore::Db, lists: &Lists, min_quality: u8, feed: &Feed) 
     }
 }
 
-/// Reads and applies the log after `fetched`, a transaction at a time.
+/// Loads every list afresh from one snapshot and swaps the new index in, at that snapshot's
+/// position; the position.
+fn reload(store: &pg::PgStore, lists: &Lists, min_quality: u8, feed: &Feed) -> Result<i64, StorageError> {
+    let t = Instant::now();
+    let (fresh, seq) = super::index::index_all(min_quality, |each| store.snapshot(each))?;
+    let old = {
+        let mut held = lists.write().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut *held, fresh);
+        feed.advance(seq);
+        old
+    };
+    drop(old);
+    crate::datastore::release_freed_memory();
+    feed.reloads_metric.inc();
+    tracing::info!(position = seq, load_s = t.elapsed().as_secs_f64(), "hash-list feed: lists loaded afresh");
+    Ok(seq)
+}
+
+enum CaughtUp {
+    Yes,
+    /// The log was pruned past this replica's position (to the horizon given).
+    BehindHorizon(i64),
+}
+
+/// Reads and applies the log after `fetched`, a transaction at a time, in one snapshot that
+/// also shows how far the log has been pruned.
 fn catch_up(
     c: &mut postgres::Client,
     fetched: &mut i64,
@@ -167,16 +242,25 @@ fn catch_up(
     lists: &Lists,
     min_quality: u8,
     feed: &Feed,
-) -> Result<(), StorageError> {
+) -> Result<CaughtUp, StorageError> {
+    let mut tx = c
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(pg::storage)?;
+    let horizon = pg::horizon(&mut tx)?;
+    if horizon > feed.position() {
+        return Ok(CaughtUp::BehindHorizon(horizon));
+    }
     loop {
-        let page = pg::changes_after(c, *fetched, PAGE)?;
+        let page = pg::changes_after(&mut tx, *fetched, PAGE)?;
         let n = page.len() as i64;
         for (seq, change) in page {
             *fetched = seq;
             if let Change::Commit = change {
                 let (n, t) = (pending.len(), Instant::now());
-                apply(std::mem::take(pending), lists, min_quality);
-                feed.advance(seq);
+                apply(std::mem::take(pending), lists, min_quality, || feed.advance(seq));
                 if n >= 10_000 {
                     tracing::info!(
                         changes = n,
@@ -193,15 +277,20 @@ fn catch_up(
             break;
         }
     }
+    tx.commit().map_err(pg::storage)?;
     if pending.is_empty() {
         feed.caught_up();
     }
-    Ok(())
+    Ok(CaughtUp::Yes)
 }
 
-/// Applies one transaction's changes to the index, whole, under its write lock.
-fn apply(changes: Vec<Change>, lists: &Lists, min_quality: u8) {
+/// Applies one transaction's changes to the index, whole, under its write lock, and moves the
+/// position (`advance`) before letting go of it: a reader that holds the read lock sees an
+/// index and a position that agree, so a result can say which change it was matched as of.
+fn apply(changes: Vec<Change>, lists: &Lists, min_quality: u8, advance: impl FnOnce()) {
     if changes.is_empty() {
+        let _held = lists.write().unwrap_or_else(|e| e.into_inner());
+        advance();
         return;
     }
     let mut dropped = false;
@@ -240,6 +329,7 @@ fn apply(changes: Vec<Change>, lists: &Lists, min_quality: u8) {
             }
         }
     }
+    advance();
     drop(lists);
     if dropped {
         crate::datastore::release_freed_memory();

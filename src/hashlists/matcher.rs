@@ -11,9 +11,17 @@ use crate::hashing::vpdq;
 impl HashLists {
     /// Every match of an upload, by list then distance.
     pub fn matches(&self, probe: &Probe) -> Vec<Match> {
+        self.matches_at(probe).0
+    }
+
+    /// Every match of an upload, and the change-feed position of the index they were found in
+    /// (PostgreSQL only): the result holds as of that change, and a later one may differ.
+    pub fn matches_at(&self, probe: &Probe) -> (Vec<Match>, Option<i64>) {
         let lists = self.read();
+        // Read under the index's read lock: the follower moves it under the write lock.
+        let position = self.feed_state().map(|f| f.position);
         if lists.is_empty() {
-            return Vec::new();
+            return (Vec::new(), position);
         }
         let wants_exact = lists.values().any(|l| !l.exact.is_empty());
         let digests = wants_exact.then(|| {
@@ -54,6 +62,6 @@ impl HashLists {
                 list_match_pct: c.map(|c| c.other_pct),
             }));
         }
-        out
+        (out, position)
     }
 }

@@ -87,6 +87,9 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Peak memory of an import, as a multiple of its body: the body itself, the transaction's
 /// pages and the index delta (measured: see README, "Hash lists").
 pub const IMPORT_MEMORY_FACTOR: usize = 7;
+/// The same into PostgreSQL, where the writer's own follower also holds the transaction's
+/// changes, read back from the log, until its commit row (measured +744 MB for a 48 MB body).
+pub const PG_IMPORT_MEMORY_FACTOR: usize = 16;
 
 impl HashLists {
     /// Opens the lists under `dir`, loading every one into memory.
@@ -104,9 +107,14 @@ impl HashLists {
 
     /// The lists in the fleet's database, loaded into memory and kept current by the change
     /// feed.
-    pub fn from_postgres(db: Arc<crate::pgstore::Db>, rules: MatchRules) -> Result<HashLists, StorageError> {
+    /// `log_retention`: how long the change log keeps a change (`None`: for ever).
+    pub fn from_postgres(
+        db: Arc<crate::pgstore::Db>,
+        rules: MatchRules,
+        log_retention: Option<std::time::Duration>,
+    ) -> Result<HashLists, StorageError> {
         let store = pg::PgStore::new(db);
-        let (lists, feed) = feed::start(&store, rules.pdq_min_quality)?;
+        let (lists, feed) = feed::start(&store, rules.pdq_min_quality, log_retention)?;
         Ok(HashLists::with_backend(Backend::Postgres { store, feed }, lists, rules))
     }
 
@@ -140,6 +148,7 @@ impl HashLists {
         if let Backend::Postgres { feed, .. } = &self.backend {
             registry.register(Box::new(feed.position_metric.clone()))?;
             registry.register(Box::new(feed.lag_metric.clone()))?;
+            registry.register(Box::new(feed.reloads_metric.clone()))?;
         }
         Ok(())
     }
@@ -167,11 +176,15 @@ impl HashLists {
     /// in progress already take the budget. One import is always admitted alone, whatever its
     /// size within --max-body-bytes.
     pub fn admit_import(&self, body_len: usize) -> Result<tokio::sync::OwnedSemaphorePermit, CoreError> {
-        let need = body_len.saturating_mul(IMPORT_MEMORY_FACTOR).clamp(1, self.import_budget);
+        let factor = match self.backend {
+            Backend::Embedded { .. } => IMPORT_MEMORY_FACTOR,
+            Backend::Postgres { .. } => PG_IMPORT_MEMORY_FACTOR,
+        };
+        let need = body_len.saturating_mul(factor).clamp(1, self.import_budget);
         self.imports.clone().try_acquire_many_owned(need as u32).map_err(|_| {
             CoreError::Busy(format!(
                 "hash-list imports in progress are at the server's limit of {} bytes of memory \
-                 (--max-import-memory-bytes; an import takes about {IMPORT_MEMORY_FACTOR}x its body); retry later",
+                 (--max-import-memory-bytes; an import takes about {factor}x its body); retry later",
                 self.import_budget
             ))
         })

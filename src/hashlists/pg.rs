@@ -15,6 +15,13 @@
 //! until commit, so the log's order is the commit order. Writes to lists are rare next to
 //! reads, so serialising them costs little. An import of a million entries holds the lock for
 //! its own duration, much as the embedded store's single writer does.
+//!
+//! Pruning. The log would grow by a row per change for ever, so [`PgStore::prune`] deletes
+//! whole transactions older than a retention and records the last sequence number it removed
+//! (`hashlist_log_horizon`). A follower reads the horizon in the same snapshot as the changes:
+//! one whose position is behind it has missed changes for good and loads the lists afresh
+//! instead ([`super::feed`]). Only transactions that have committed are pruned, and writers
+//! commit in log order, so no change still being written can be removed.
 
 use std::sync::Arc;
 
@@ -27,6 +34,8 @@ use crate::pgstore::Db;
 
 /// The advisory lock every writer of lists holds until its commit (see the module's doc).
 const WRITER_LOCK: i64 = 0x6466_7365_7276_0001;
+/// The advisory lock a pruning holds, so replicas pruning on a timer do not queue up.
+const PRUNE_LOCK: i64 = 0x6466_7365_7276_0003;
 /// The channel NOTIFY wakes followers on.
 pub const CHANNEL: &str = "dfserve_hashlists";
 /// Entries a statement carries during an import.
@@ -221,22 +230,64 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Deletes the log's transactions that committed more than `older_than` ago (unless
+    /// another replica is pruning now); the rows deleted and the horizon after.
+    pub fn prune(&self, older_than: std::time::Duration) -> Result<(u64, i64), StorageError> {
+        let mut c = self.client()?;
+        let mut tx = c.transaction().map_err(storage)?;
+        let horizon = |tx: &mut postgres::Transaction| horizon(tx);
+        if !tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK]).map_err(storage)?.get::<_, bool>(0) {
+            return Ok((0, horizon(&mut tx)?));
+        }
+        let through: Option<i64> = tx
+            .query_one(
+                "SELECT max(seq) FROM hashlist_changes WHERE op = 'commit' AND at < now() - make_interval(secs => $1)",
+                &[&older_than.as_secs_f64()],
+            )
+            .map_err(storage)?
+            .get(0);
+        let Some(through) = through else { return Ok((0, horizon(&mut tx)?)) };
+        let n = tx.execute("DELETE FROM hashlist_changes WHERE seq <= $1", &[&through]).map_err(storage)?;
+        tx.execute("UPDATE hashlist_log_horizon SET pruned_through = greatest(pruned_through, $1)", &[&through])
+            .map_err(storage)?;
+        let h = horizon(&mut tx)?;
+        tx.commit().map_err(storage)?;
+        Ok((n, h))
+    }
+}
+
+/// The last sequence number pruned from the log (0: none).
+pub fn horizon(c: &mut impl postgres::GenericClient) -> Result<i64, StorageError> {
+    Ok(c.query_one("SELECT pruned_through FROM hashlist_log_horizon", &[]).map_err(storage)?.get(0))
+}
+
 /// A read-only transaction on one snapshot, and the log position that snapshot is at (the
 /// last `commit` row it sees: writers commit in log order, so the entries it sees are exactly
-/// the state after that change).
-fn read_snapshot(c: &mut Client) -> Result<(postgres::Transaction<'_>, i64), StorageError> {
+/// the state after that change; or the horizon, if the log has been pruned to nothing).
+pub fn read_snapshot(c: &mut Client) -> Result<(postgres::Transaction<'_>, i64), StorageError> {
     let mut tx = c
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .map_err(storage)?;
-    let seq: i64 = tx.query_one("SELECT coalesce(max(seq), 0) FROM hashlist_changes", &[]).map_err(storage)?.get(0);
+    let seq: i64 = tx
+        .query_one(
+            "SELECT greatest(coalesce(max(seq), 0), (SELECT pruned_through FROM hashlist_log_horizon)) FROM hashlist_changes",
+            &[],
+        )
+        .map_err(storage)?
+        .get(0);
     Ok((tx, seq))
 }
 
 /// Up to `limit` changes after `seq`, in order, with their sequence numbers.
-pub fn changes_after(c: &mut Client, seq: i64, limit: i64) -> Result<Vec<(i64, Change)>, StorageError> {
+pub fn changes_after(
+    c: &mut impl postgres::GenericClient,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Change)>, StorageError> {
     let rows = c
         .query(
             "SELECT seq, op, list, entry::text, old::text FROM hashlist_changes WHERE seq > $1 ORDER BY seq LIMIT $2",

@@ -24,7 +24,8 @@ impl Fixture {
         match self {
             Fixture::Embedded(dir) => HashLists::open(dir.path(), MatchRules::default()).unwrap(),
             Fixture::Postgres(url) => {
-                HashLists::from_postgres(crate::pgstore::Db::connect(url).unwrap(), MatchRules::default()).unwrap()
+                HashLists::from_postgres(crate::pgstore::Db::connect(url).unwrap(), MatchRules::default(), None)
+                    .unwrap()
             }
         }
     }

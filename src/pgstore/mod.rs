@@ -63,6 +63,15 @@ const MIGRATIONS: &[(i32, &str)] = &[
              bytes bigint NOT NULL
          );",
     ),
+    // How far the hash lists' change log has been pruned: a follower behind it reloads.
+    (
+        3,
+        "CREATE TABLE hashlist_log_horizon (
+             one boolean PRIMARY KEY DEFAULT true CHECK (one),
+             pruned_through bigint NOT NULL
+         );
+         INSERT INTO hashlist_log_horizon (pruned_through) VALUES (0);",
+    ),
 ];
 
 /// The schema version this build writes (the last migration's).

@@ -181,10 +181,11 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
         mode: opts.image.mode.as_str().into(),
         ..Default::default()
     };
-    let (matches, provenance) = match &d {
-        Detection::Image(r) => (&r.matches, &r.provenance),
-        Detection::Video(v) => (&v.matches, &v.provenance),
+    let (matches, provenance, position) = match &d {
+        Detection::Image(r) => (&r.matches, &r.provenance, r.hashlist_position),
+        Detection::Video(v) => (&v.matches, &v.provenance, v.hashlist_position),
     };
+    resp.hashlist_position = position;
     resp.c2pa = provenance.as_ref().map(|p| c2pa(&p.c2pa));
     resp.matches = matches
         .iter()
