@@ -34,7 +34,10 @@ schemas = {
         {"verdict_reason": reason, "raw_score": num, "members": {"type": "array", "items": ref("MemberScore")}}),
     "Match": obj(
         {"list": string, "id": string, "kind": {"enum": ["pdq", "vpdq", "md5", "sha256"]}, "distance": integer},
-        {"label": string, "query_match_pct": num, "list_match_pct": num}),
+        {"label": string, "query_match_pct": num, "list_match_pct": num,
+         "transform": {"enum": ["rotate_90", "rotate_180", "rotate_270", "flip_vertical", "flip_horizontal",
+                                "transpose", "transverse"],
+                       "description": "PDQ: how the upload was turned or mirrored to match (absent: as uploaded)"}}),
     "C2pa": obj(
         {"present": {"type": "boolean"}, "generative_ai": {"type": "boolean"}},
         {"state": {"enum": ["invalid", "valid", "trusted"]},

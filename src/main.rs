@@ -37,9 +37,12 @@ fn main() -> std::process::ExitCode {
         Command::Health(args) => dfserve::healthcheck::run(&args),
         Command::Embed(args) => block_on(dfserve::score::embed::run(args)),
         Command::Calibrate(args) => dfserve::score::calibrate_file(&args),
-        Command::Hash(args) => {
-            dfserve::hashing::run(&args.files, args.engine.video_settings(), args.engine.max_image_pixels)
-        }
+        Command::Hash(args) => dfserve::hashing::run(
+            &args.files,
+            args.engine.video_settings(),
+            args.engine.max_image_pixels,
+            args.dihedral,
+        ),
         Command::Hashes(args) => dfserve::hashlists::cli::run(&args),
         Command::Store(args) => dfserve::store::store(&args),
         Command::BenchModel(args) => dfserve::bench::bench_model(&args),

@@ -35,6 +35,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         pdq_min_quality: args.pdq_min_quality,
         vpdq_query_pct: args.vpdq_query_match,
         vpdq_list_pct: args.vpdq_list_match,
+        pdq_dihedral: args.pdq_dihedral,
     };
     let dir = args.data_dir.clone();
     let (import_budget, decision_quota) = (args.max_import_memory_bytes, args.max_decision_bytes_per_key);

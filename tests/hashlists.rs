@@ -192,3 +192,86 @@ async fn listed_images_are_found_after_re_encoding_resizing_and_brightness_and_o
     assert_eq!(r.matches.len(), 1);
     assert_eq!((r.matches[0].id.as_str(), r.matches[0].kind.as_str(), r.matches[0].distance), (listed[0], "pdq", 0));
 }
+
+/// The seven turned and mirrored copies of an image, each named by the transform that turns it
+/// back, as matches name it: `image`'s rotate90 turns clockwise, so undoing it is "rotate_90"
+/// (counter-clockwise, Pillow's ROTATE_90); mirrors are their own inverses.
+fn turned(img: &RgbImage) -> Vec<(&'static str, RgbImage)> {
+    use image::imageops::{flip_horizontal, flip_vertical, rotate180, rotate270, rotate90};
+    vec![
+        ("rotate_90", rotate90(img)),
+        ("rotate_180", rotate180(img)),
+        ("rotate_270", rotate270(img)),
+        ("flip_vertical", flip_vertical(img)),
+        ("flip_horizontal", flip_horizontal(img)),
+        // Mirrored across the main diagonal, and across the other one.
+        ("transpose", rotate270(&flip_horizontal(img))),
+        ("transverse", rotate90(&flip_horizontal(img))),
+    ]
+}
+
+async fn detect_json(s: &Server, body: Vec<u8>) -> Value {
+    let r = s.client.post(s.url("/v1/detect")).header("x-api-key", SCORER).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn turned_and_mirrored_copies_match_through_the_dihedral_variants_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path());
+    // Both 342 and 264 pixels square: at those sizes PDQ's sampling grid is symmetric, so each
+    // variant equals the turned copy's own hash. At 256 and 208 it is not, and the variants land
+    // 14 to 52 bits from the turned copies' hashes, in the reference (pdqhash) as here.
+    let listed = ["mesonet/df/df00204.jpg", "mesonet/df/df01254.jpg"];
+    let lines: String = listed
+        .iter()
+        .map(|f| {
+            let h: Pdq = pdq(&image::load_from_memory(&sample(f)).unwrap().to_rgb8());
+            json!({"kind": "pdq", "hash": h.hex(), "id": f}).to_string() + "\n"
+        })
+        .collect();
+    let s = Server::start(&["--api-key-file", &keys, "--data-dir", dir.path().to_str().unwrap()]).await;
+    assert_eq!(post_list(&s, Some(ADMIN), "known", lines).await.0, 200);
+    for f in listed {
+        let img = image::load_from_memory(&sample(f)).unwrap().to_rgb8();
+        // As uploaded: no transform named.
+        let v = detect_json(&s, encode(&img, ImageFormat::Png)).await;
+        let m = &v["results"][0]["matches"];
+        assert_eq!((m[0]["id"].as_str(), m[0]["distance"].as_u64()), (Some(f), Some(0)), "{v}");
+        assert!(m[0].get("transform").is_none(), "{v}");
+        for (name, copy) in turned(&img) {
+            let v = detect_json(&s, jpeg(&copy, 90)).await;
+            let m = v["results"][0]["matches"].as_array().unwrap();
+            assert_eq!(m.len(), 1, "{f} {name}: {v}");
+            assert_eq!(m[0]["id"], f, "{f} {name}: {v}");
+            assert_eq!(m[0]["transform"], name, "{f} {name}: {v}");
+            assert!(m[0]["distance"].as_u64().unwrap() <= 31, "{f} {name}: {v}");
+        }
+    }
+    // Over gRPC the match names its transform too.
+    use dfserve::api::grpc::pb::dfserve_v1::{detector_client::DetectorClient, DetectRequest};
+    let img = image::load_from_memory(&sample(listed[0])).unwrap().to_rgb8();
+    let flipped = encode(&image::imageops::flip_horizontal(&img), ImageFormat::Png);
+    let mut c = DetectorClient::connect(s.grpc.clone()).await.unwrap();
+    let mut req = tonic::Request::new(DetectRequest { image: flipped.clone().into(), ..Default::default() });
+    req.metadata_mut().insert("x-api-key", SCORER.parse().unwrap());
+    let r = c.detect(req).await.unwrap().into_inner();
+    assert_eq!(r.matches.len(), 1);
+    assert_eq!((r.matches[0].id.as_str(), r.matches[0].transform.as_deref()), (listed[0], Some("flip_horizontal")));
+    drop(s);
+    // Turned off, the same copies match no more, and the original still does.
+    let s = Server::start(&[
+        "--api-key-file",
+        &keys,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--pdq-dihedral",
+        "false",
+    ])
+    .await;
+    assert_eq!(matches(&s, encode(&img, ImageFormat::Png)).await.len(), 1);
+    for (name, copy) in turned(&img) {
+        assert_eq!(matches(&s, encode(&copy, ImageFormat::Png)).await, vec![], "{name}");
+    }
+}

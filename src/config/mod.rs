@@ -127,6 +127,11 @@ pub struct ServeArgs {
     /// hashes that match too much; Meta's default is 50).
     #[arg(long, env = "DFSERVE_PDQ_MIN_QUALITY", default_value_t = 50)]
     pub pdq_min_quality: u8,
+    /// An image also matches a PDQ entry through its rotations by 90°, 180° and 270° and its
+    /// mirror images (the eight dihedral variants, from one DCT), so a flipped or turned
+    /// re-upload is found; `false` matches the image only as uploaded.
+    #[arg(long, env = "DFSERVE_PDQ_DIHEDRAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pdq_dihedral: bool,
     /// A listed video matches when this percent of the upload's vPDQ frame hashes are near one
     /// of its frames (ThreatExchange's default: 80).
     #[arg(long, env = "DFSERVE_VPDQ_QUERY_MATCH", default_value_t = 80.0)]

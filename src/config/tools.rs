@@ -113,6 +113,11 @@ pub struct HashArgs {
     /// Files to hash.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Also print each image's eight dihedral PDQ variants (`pdq_dihedral`: original,
+    /// rotate_90, rotate_180, rotate_270, flip_vertical, flip_horizontal, transpose,
+    /// transverse), as matching uses them.
+    #[arg(long)]
+    pub dihedral: bool,
     /// The decoding limits (`--max-image-pixels`, `--max-video-*`, `--video-max-side`) are the
     /// server's, so a file hashes here as it does on upload.
     #[command(flatten)]

@@ -146,7 +146,7 @@ impl Detector {
                 let (v, provenance) =
                     tokio::join!(self.detect_video(bytes.clone(), container, opts, deadline), self.provenance(&bytes));
                 let mut v = v?;
-                (v.matches, v.hashlist_position) = self.matches(&bytes, None, std::mem::take(&mut v.vpdq)).await;
+                (v.matches, v.hashlist_position) = self.matches(&bytes, Vec::new(), std::mem::take(&mut v.vpdq)).await;
                 v.provenance = provenance.map(Box::new);
                 Ok(Detection::Video(v))
             }
@@ -175,7 +175,7 @@ impl Detector {
             Ok(mut scored) => {
                 let pdq = match scored.pixels.take() {
                     Some(img) => self.pdq(img).await,
-                    None => None,
+                    None => Vec::new(),
                 };
                 let (matches, hashlist_position) = self.matches(&bytes, pdq, Vec::new()).await;
                 Ok(DetectedImage { scored, matches, hashlist_position, provenance: provenance.map(Box::new) })
@@ -197,8 +197,9 @@ impl Detector {
     /// vPDQ (video, decoded by the same confined FFmpeg as scoring).
     pub async fn hashes(&self, bytes: Bytes) -> Result<crate::hashing::FileHashes, CoreError> {
         let max_pixels = self.core.settings().max_image_pixels;
-        let mut h =
-            crate::hashing::hash_upload(&self.video, String::new(), bytes, max_pixels).await.map_err(|(_, e)| e)?;
+        let mut h = crate::hashing::hash_upload(&self.video, String::new(), bytes, max_pixels, false)
+            .await
+            .map_err(|(_, e)| e)?;
         match h.error.take() {
             Some(e) => Err(CoreError::UndecodableImage(e)),
             None => Ok(h),
@@ -212,21 +213,27 @@ impl Detector {
     }
 
     /// The PDQ hash of decoded pixels, off the async workers.
-    async fn pdq(&self, img: Arc<image::RgbImage>) -> Option<Pdq> {
+    /// The image's PDQ, and its seven other dihedral variants when the rules match on them
+    /// (from the same DCT: they cost eight medians, not eight hashes).
+    async fn pdq(&self, img: Arc<image::RgbImage>) -> Vec<Pdq> {
         let metrics = self.core.metrics.clone();
+        let dihedral = self.hashlists.as_ref().is_some_and(|l| l.rules.pdq_dihedral);
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let h = crate::hashing::pdq::pdq(&img);
+            let h = match dihedral {
+                true => crate::hashing::pdq::pdq_dihedral(&img).to_vec(),
+                false => vec![crate::hashing::pdq::pdq(&img)],
+            };
             metrics.stage_seconds.with_label_values(&["pdq"]).observe(t.elapsed().as_secs_f64());
             h
         })
         .await
-        .ok()
+        .unwrap_or_default()
     }
 
     /// The upload's matches in the hash lists (digests hashed off the async workers), and the
     /// index's position in the change feed (PostgreSQL only).
-    async fn matches(&self, bytes: &Bytes, pdq: Option<Pdq>, vpdq: Vec<vpdq::Feature>) -> (Vec<Match>, Option<i64>) {
+    async fn matches(&self, bytes: &Bytes, pdq: Vec<Pdq>, vpdq: Vec<vpdq::Feature>) -> (Vec<Match>, Option<i64>) {
         let Some(lists) = self.hashlists.clone() else { return (Vec::new(), None) };
         if lists.is_empty() {
             return (Vec::new(), lists.feed_state().map(|f| f.position));
@@ -234,7 +241,7 @@ impl Detector {
         let bytes = bytes.clone();
         tokio::task::spawn_blocking(move || {
             let vpdq = (!vpdq.is_empty()).then_some(&vpdq[..]);
-            lists.matches_at(&Probe { bytes: &bytes, pdq, vpdq })
+            lists.matches_at(&Probe { bytes: &bytes, pdq: &pdq, vpdq })
         })
         .await
         .unwrap_or_default()

@@ -32,6 +32,10 @@ pub struct FileHashes {
     pub pdq: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<u8>,
+    /// The eight dihedral variants' PDQ hashes, in [`pdq::DIHEDRAL`]'s order (`dfserve hash
+    /// --dihedral`); images only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdq_dihedral: Option<Vec<String>>,
     /// vPDQ frames (`"hex,quality,seconds"`, ThreatExchange's form); videos only. A hash-list
     /// entry takes this array as its `hash`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,17 +47,28 @@ pub struct FileHashes {
 }
 
 /// Hashes one upload's bytes: the digests always, PDQ when it is an image.
-pub fn hash_bytes(path: String, bytes: &[u8], max_pixels: u64) -> FileHashes {
+pub fn hash_bytes(path: String, bytes: &[u8], max_pixels: u64, dihedral: bool) -> FileHashes {
     let md5 = hex::encode(Md5::digest(bytes));
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let base = FileHashes { path, kind: "image", pdq: None, quality: None, vpdq: None, md5, sha256, error: None };
+    let base = FileHashes {
+        path,
+        kind: "image",
+        pdq: None,
+        quality: None,
+        pdq_dihedral: None,
+        vpdq: None,
+        md5,
+        sha256,
+        error: None,
+    };
     match sniff(bytes) {
         Sniffed::Video(_) => FileHashes { kind: "video", ..base },
         Sniffed::Refused(why) => FileHashes { kind: "error", error: Some(why.to_string()), ..base },
         Sniffed::Other => match decode_rgb(bytes, DecodeLimits { max_pixels }) {
             Ok(img) => {
                 let h = pdq::pdq(&img);
-                FileHashes { pdq: Some(h.hex()), quality: Some(h.quality), ..base }
+                let variants = dihedral.then(|| pdq::pdq_dihedral(&img).iter().map(pdq::Pdq::hex).collect());
+                FileHashes { pdq: Some(h.hex()), quality: Some(h.quality), pdq_dihedral: variants, ..base }
             }
             Err(e) => FileHashes { kind: "error", error: Some(e.to_string()), ..base },
         },
@@ -94,9 +109,10 @@ pub async fn hash_upload(
     path: String,
     bytes: Bytes,
     max_pixels: u64,
+    dihedral: bool,
 ) -> Result<FileHashes, (FileHashes, CoreError)> {
     let b = bytes.clone();
-    let mut line = match tokio::task::spawn_blocking(move || hash_bytes(path, &b, max_pixels)).await {
+    let mut line = match tokio::task::spawn_blocking(move || hash_bytes(path, &b, max_pixels, dihedral)).await {
         Ok(line) => line,
         Err(e) => {
             let msg = format!("hashing task failed: {e}");
@@ -122,6 +138,7 @@ impl FileHashes {
             kind: "error",
             pdq: None,
             quality: None,
+            pdq_dihedral: None,
             vpdq: None,
             md5: String::new(),
             sha256: String::new(),
@@ -132,7 +149,7 @@ impl FileHashes {
 
 /// `dfserve hash FILE...`: one JSON line per file on stdout, decoding within the server's
 /// limits (`video` and `max_pixels`, from the command line's engine settings).
-pub fn run(files: &[std::path::PathBuf], video: VideoSettings, max_pixels: u64) -> anyhow::Result<()> {
+pub fn run(files: &[std::path::PathBuf], video: VideoSettings, max_pixels: u64, dihedral: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let decoder = runtime.block_on(VideoDecoder::start(video)).waiting_for_budget();
@@ -141,9 +158,9 @@ pub fn run(files: &[std::path::PathBuf], video: VideoSettings, max_pixels: u64) 
     for path in files {
         let name = path.to_string_lossy().into_owned();
         let line = match std::fs::read(path) {
-            Ok(bytes) => {
-                runtime.block_on(hash_upload(&decoder, name, bytes.into(), max_pixels)).unwrap_or_else(|(l, _)| l)
-            }
+            Ok(bytes) => runtime
+                .block_on(hash_upload(&decoder, name, bytes.into(), max_pixels, dihedral))
+                .unwrap_or_else(|(l, _)| l),
             Err(e) => FileHashes::failed(name, format!("cannot read: {e}")),
         };
         failed += usize::from(line.error.is_some());

@@ -99,9 +99,75 @@ fn scan(query: &[u64; 4], hashes: &[[u64; 4]], max: u32) -> Vec<(usize, u32)> {
 
 /// The PDQ hash of an RGB image (already upright: EXIF orientation applied).
 pub fn pdq(img: &RgbImage) -> Pdq {
+    match dct(img) {
+        Some((dct, quality)) => from_dct(&dct, quality),
+        None => Pdq { words: [0; 16], quality: 0 },
+    }
+}
+
+/// What the eight dihedral variants of [`pdq_dihedral`] are, in its order (the reference's):
+/// variant `k` is the hash of the image turned or flipped so.
+pub const DIHEDRAL: [&str; 8] = [
+    "original",
+    "rotate_90",
+    "rotate_180",
+    "rotate_270",
+    "flip_vertical",
+    "flip_horizontal",
+    "transpose",
+    "transverse",
+];
+
+/// The PDQ hashes of an image's eight rotations and mirror images, from one DCT as the
+/// reference's dihedral hashing does: turning or mirroring the 64×64 block transposes the
+/// DCT's coefficients or changes the signs of its odd-frequency rows or columns, since the
+/// DCT-II basis `cos(π(2n+1)k/128)` is even in `n ↦ 63 − n` for even `k` and odd for odd `k`.
+/// (The variants are close to, not equal to, hashing each turned image anew, whose
+/// downsampling differs.) Equal bit for bit to the `pdqhash` bindings (tests/python/test_pdq.py).
+pub fn pdq_dihedral(img: &RgbImage) -> [Pdq; 8] {
+    let Some((d, quality)) = dct(img) else { return [Pdq { words: [0; 16], quality: 0 }; 8] };
+    let sign = |flip: bool, v: f32| if flip { -v } else { v };
+    // Row and column `i` of PDQ's DCT are frequency `i + 1` (it leaves out the DC term).
+    let odd = |i: usize| i.is_multiple_of(2);
+    let variant = |f: &dyn Fn(usize, usize) -> f32| {
+        let mut m = [[0f32; 16]; 16];
+        for (i, row) in m.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = f(i, j);
+            }
+        }
+        from_dct(&m, quality)
+    };
+    [
+        variant(&|i, j| d[i][j]),
+        variant(&|i, j| sign(odd(i), d[j][i])),
+        variant(&|i, j| sign(odd(i) != odd(j), d[i][j])),
+        variant(&|i, j| sign(odd(j), d[j][i])),
+        variant(&|i, j| sign(odd(i), d[i][j])),
+        variant(&|i, j| sign(odd(j), d[i][j])),
+        variant(&|i, j| d[j][i]),
+        variant(&|i, j| sign(odd(i) != odd(j), d[j][i])),
+    ]
+}
+
+/// The bits of a 16×16 DCT: above its median or not.
+fn from_dct(dct: &[[f32; 16]; 16], quality: u8) -> Pdq {
+    let median = torben(dct.as_flattened());
+    let mut words = [0u16; 16];
+    for (k, v) in dct.as_flattened().iter().enumerate() {
+        if *v > median {
+            words[k >> 4] |= 1 << (k & 15);
+        }
+    }
+    Pdq { words, quality }
+}
+
+/// The low 16×16 DCT coefficients of the image's 64×64 luma block, and the quality; `None`
+/// for images too small to hash.
+fn dct(img: &RgbImage) -> Option<([[f32; 16]; 16], u8)> {
     let (cols, rows) = (img.width() as usize, img.height() as usize);
     if rows < MIN_HASHABLE_DIM || cols < MIN_HASHABLE_DIM {
-        return Pdq { words: [0; 16], quality: 0 };
+        return None;
     }
     let mut luma: Vec<f32> = img
         .pixels()
@@ -135,16 +201,7 @@ pub fn pdq(img: &RgbImage) -> Pdq {
             }
         }
     }
-    let quality = quality(&block);
-    let dct = dct_64_to_16(&block);
-    let median = torben(dct.as_flattened());
-    let mut words = [0u16; 16];
-    for (k, v) in dct.as_flattened().iter().enumerate() {
-        if *v > median {
-            words[k >> 4] |= 1 << (k & 15);
-        }
-    }
-    Pdq { words, quality }
+    Some((dct_64_to_16(&block), quality(&block)))
 }
 
 fn window_size(old: usize, new: usize) -> usize {

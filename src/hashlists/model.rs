@@ -72,6 +72,10 @@ pub struct Match {
     pub query_match_pct: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_match_pct: Option<f32>,
+    /// PDQ: how the upload was turned or mirrored to match ([`crate::hashing::pdq::DIHEDRAL`]:
+    /// `rotate_90`, `flip_horizontal`, ...) when not as uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
 }
 
 /// When an upload matches (`--pdq-*`, `--vpdq-*`).
@@ -81,12 +85,21 @@ pub struct MatchRules {
     pub pdq_min_quality: u8,
     pub vpdq_query_pct: f32,
     pub vpdq_list_pct: f32,
+    /// Whether an image also matches through its rotations and mirror images
+    /// (`--pdq-dihedral`).
+    pub pdq_dihedral: bool,
 }
 
 impl Default for MatchRules {
     /// Meta's and ThreatExchange's defaults.
     fn default() -> MatchRules {
-        MatchRules { pdq_max_distance: 31, pdq_min_quality: 50, vpdq_query_pct: 80.0, vpdq_list_pct: 0.0 }
+        MatchRules {
+            pdq_max_distance: 31,
+            pdq_min_quality: 50,
+            vpdq_query_pct: 80.0,
+            vpdq_list_pct: 0.0,
+            pdq_dihedral: true,
+        }
     }
 }
 
@@ -112,8 +125,9 @@ pub struct FeedState {
 /// What an upload is matched on.
 pub struct Probe<'a> {
     pub bytes: &'a [u8],
-    /// The image's PDQ (none for videos and undecodable uploads).
-    pub pdq: Option<Pdq>,
+    /// The image's PDQ, and after it its other dihedral variants when the rules want them
+    /// ([`crate::hashing::pdq::DIHEDRAL`]'s order); empty for videos and undecodable uploads.
+    pub pdq: &'a [Pdq],
     /// The video's vPDQ frames (none for images).
     pub vpdq: Option<&'a [vpdq::Feature]>,
 }

@@ -59,12 +59,12 @@ fn persist_match_and_forget(store: &Fixture) {
     let exact = Entry { kind: HashKind::Sha256, hash: sha.to_uppercase(), id: "c".into(), label: None, source: None };
     lists.import("exact", vec![exact]).unwrap();
     near[0] ^= 0b111; // 3 bits away
-    let probe = Probe { bytes, pdq: Some(Pdq { words: near, quality: 80 }), vpdq: None };
+    let probe = Probe { bytes, pdq: &[Pdq { words: near, quality: 80 }], vpdq: None };
     let got = lists.matches(&probe);
     let brief: Vec<(&str, &str, u32)> = got.iter().map(|m| (m.list.as_str(), m.id.as_str(), m.distance)).collect();
     assert_eq!(brief, vec![("exact", "c", 0), ("ncii", "a", 3)]);
     // A low-quality hash is not matched; the exact digest still is.
-    let low = Probe { bytes, pdq: Some(Pdq { words: near, quality: 20 }), vpdq: None };
+    let low = Probe { bytes, pdq: &[Pdq { words: near, quality: 20 }], vpdq: None };
     assert_eq!(lists.matches(&low).len(), 1);
     drop(lists);
     // Reopened: the same lists.
@@ -91,7 +91,7 @@ fn videos_match_by_vpdq_share_of_frames() {
     lists.import("videos", parse_entries(&line).unwrap()).unwrap();
     assert_eq!(lists.export("videos").unwrap().unwrap()[0].hash, vpdq::to_json(&listed));
     assert!(lists.wants_vpdq() && !lists.wants_pdq());
-    let probe = |q: &[vpdq::Feature]| lists.matches(&Probe { bytes: b"clip", pdq: None, vpdq: Some(q) });
+    let probe = |q: &[vpdq::Feature]| lists.matches(&Probe { bytes: b"clip", pdq: &[], vpdq: Some(q) });
     // The first 4 seconds, 16 bits off per frame: all of the query, 40% of the list.
     let cut: Vec<vpdq::Feature> = (0..4).map(|i| frame((1 << i) | 0x8000, i as f64)).collect();
     let m = probe(&cut);
@@ -190,7 +190,7 @@ fn index_follows_the_database(store: &Fixture) {
     let ids: std::collections::HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     let probe = |e: &Entry| {
         let words = Pdq::parse_hex(&e.hash).unwrap();
-        lists.matches(&Probe { bytes: b"", pdq: Some(Pdq { words, quality: 100 }), vpdq: None })
+        lists.matches(&Probe { bytes: b"", pdq: &[Pdq { words, quality: 100 }], vpdq: None })
     };
     for e in &entries {
         assert_eq!(probe(e).iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![e.id.as_str()]);

@@ -77,6 +77,53 @@ def test_pdq_matches_the_reference_bit_for_bit(tmp_path):
         assert distance <= 31, (o, distance)
 
 
+def hex_of(bits):
+    return "".join("%x" % int("".join(map(str, bits[i:i + 4])), 2) for i in range(0, 256, 4))
+
+
+def test_dihedral_variants_match_the_reference_bit_for_bit(tmp_path):
+    """`dfserve hash --dihedral` gives the eight variants `pdqhash.compute_dihedral` gives, in its
+    order, from the same pixels."""
+    files = [f for f in generated(tmp_path) if not f.name.startswith(("noise_5x5", "noise_7x", "scene_5x5", "scene_7x"))]
+    out = subprocess.run([str(BIN), "hash", "--dihedral", *map(str, files)], cwd=ROOT, capture_output=True, text=True, check=True)
+    rows = {r["path"]: r for r in map(json.loads, out.stdout.splitlines())}
+    for f in files:
+        r = rows[str(f)]
+        img = ImageOps.exif_transpose(Image.open(f)).convert("RGB")
+        variants, quality = pdqhash.compute_dihedral(np.asarray(img))
+        assert r["quality"] == quality, f.name
+        assert r["pdq_dihedral"] == [hex_of(v) for v in variants], f.name
+        assert r["pdq_dihedral"][0] == r["pdq"]
+
+
+def test_dihedral_variants_are_near_the_turned_images_hashes(tmp_path):
+    """Each variant is close to hashing the turned or mirrored image itself (they differ only in
+    how the block was downsampled), which is what lets a mirrored re-upload match."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:300, 0:400]
+    scene = np.stack([(xx * 255 // 399), (yy * 255 // 299), ((xx // 37 + yy // 23) % 2) * 200], -1).astype(np.uint8)
+    scene[50:200, 60:130] = rng.integers(0, 256, (150, 70, 3), dtype=np.uint8)
+    base = Image.fromarray(scene)
+    t = Image.Transpose
+    turns = [None, t.ROTATE_90, t.ROTATE_180, t.ROTATE_270, t.FLIP_TOP_BOTTOM, t.FLIP_LEFT_RIGHT, t.TRANSPOSE, t.TRANSVERSE]
+    base.save(tmp_path / "base.png")
+    paths = []
+    for k, turn in enumerate(turns):
+        p = tmp_path / f"turned_{k}.png"
+        (base if turn is None else base.transpose(turn)).save(p)
+        paths.append(p)
+    out = subprocess.run([str(BIN), "hash", "--dihedral", str(tmp_path / "base.png"), *map(str, paths)], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    variants = rows[0]["pdq_dihedral"]
+    for k, r in enumerate(rows[1:]):
+        # Each turned image, hashed anew, is within the match distance of the base's variant
+        # that names its turn.
+        nearest = min(range(8), key=lambda j: bin(int(variants[j], 16) ^ int(r["pdq"], 16)).count("1"))
+        distance = bin(int(variants[k], 16) ^ int(r["pdq"], 16)).count("1")
+        assert nearest == k and distance <= 31, (k, nearest, distance)
+
+
 def test_files_that_are_not_images_are_named_and_the_run_fails(tmp_path):
     junk = tmp_path / "junk.jpg"
     junk.write_text("not an image")

@@ -197,6 +197,7 @@ fn response(id: String, opts: &DetectOptions, d: Detection) -> pb::DetectRespons
             label: m.label.clone().unwrap_or_default(),
             query_match_pct: m.query_match_pct,
             list_match_pct: m.list_match_pct,
+            transform: m.transform.clone(),
         })
         .collect();
     match d {
