@@ -45,6 +45,7 @@ fn main() -> std::process::ExitCode {
         ),
         Command::Hashes(args) => dfserve::hashlists::cli::run(&args),
         Command::Store(args) => dfserve::store::store(&args),
+        Command::Providers(args) => providers(&args),
         Command::BenchModel(args) => dfserve::bench::bench_model(&args),
         Command::BenchPipeline(args) => dfserve::bench::bench_pipeline(&args),
     };
@@ -55,6 +56,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `dfserve providers`: one JSON line per provider. A provider that cannot load the model is
+/// reported with its error, not as a failure: without a GPU, CUDA never loads.
+fn providers(args: &dfserve::config::ProvidersArgs) -> anyhow::Result<()> {
+    let rows = dfserve::runtime::providers::check(
+        &args.runtime.ort_lib,
+        &args.runtime.model_dir,
+        &args.model,
+        &args.runtime.session(),
+    )?;
+    for r in &rows {
+        println!("{}", serde_json::to_string(r)?);
+    }
+    Ok(())
 }
 
 fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

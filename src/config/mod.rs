@@ -48,6 +48,9 @@ pub enum Command {
     /// The PostgreSQL store of a fleet (--database-url): bring its schema up to date, or copy a
     /// data dir's hash lists into it.
     Store(StoreArgs),
+    /// List the execution providers (CPU, CUDA, TensorRT): whether the ONNX Runtime library and
+    /// this build have each, and whether a model loads on it (one JSON line each).
+    Providers(ProvidersArgs),
     /// Measure raw ONNX Runtime throughput of one model (no server, no image work).
     BenchModel(BenchModelArgs),
     /// Time the whole image pipeline in-process, one image at a time (no server, no queue):
@@ -199,6 +202,15 @@ pub struct BenchModelArgs {
     /// Print one JSON object per batch size instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProvidersArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Model loaded on each provider to prove it works (its libraries load, a device answers).
+    #[arg(long, default_value = "meso4_df")]
+    pub model: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,6 +16,8 @@ use ort::value::{TensorRef, ValueType};
 
 use crate::models::{Layout, ModelConfig, ModelKind};
 
+pub mod providers;
+
 /// A batch's worth of one output tensor: `shape[0]` is the batch size.
 #[derive(Debug, Clone)]
 pub struct OutputTensor {
