@@ -15,6 +15,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 ORT_VERSION="1.31.1"
+# sha256 of onnxruntime(-gpu)-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl, as PyPI lists them.
+ORT_WHEEL_SHA256_CPU="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f"
+ORT_WHEEL_SHA256_GPU="e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6"
 WHEEL_PKG="onnxruntime"
 BUILD=1
 for arg in "$@"; do
@@ -38,10 +41,14 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
-# FFmpeg decodes uploaded videos (run as a separate, limited process).
-command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
-# The font `dfserve score --report` draws its plot labels with.
-[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# What running needs, not building: an image's build stage sets DFSERVE_RUNTIME_PACKAGES=0
+# (its runtime stage installs them).
+if [ "${DFSERVE_RUNTIME_PACKAGES:-1}" != 0 ]; then
+  # FFmpeg decodes uploaded videos (run as a separate, limited process).
+  command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+  # The font `dfserve score --report` draws its plot labels with.
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${need[*]} (apt-get)"
@@ -58,8 +65,25 @@ if [ ! -f "$LIB" ]; then
   log "fetching $WHEEL_PKG==$ORT_VERSION wheel for libonnxruntime"
   dl="$ROOT/.dfserve/wheels"
   mkdir -p "$dl" "$LIB_DIR"
-  "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$dl" "$WHEEL_PKG==$ORT_VERSION"
+  # One wheel, pinned by its sha256: the CPython 3.11 manylinux_2_28 build (the library inside
+  # does not depend on Python's version, so one file serves every machine of an architecture).
+  if [ "$(uname -m)" = x86_64 ]; then
+    want_whl="$ORT_WHEEL_SHA256_CPU"
+    [ "$WHEEL_PKG" = onnxruntime-gpu ] && want_whl="$ORT_WHEEL_SHA256_GPU"
+    "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$dl" \
+      --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64 \
+      "$WHEEL_PKG==$ORT_VERSION"
+  else
+    want_whl=""
+    log "no pinned $WHEEL_PKG wheel for $(uname -m): taking pip's choice unchecked"
+    "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$dl" "$WHEEL_PKG==$ORT_VERSION"
+  fi
   whl=$(ls "$dl"/$(echo "$WHEEL_PKG" | tr - _)-"$ORT_VERSION"-*.whl | head -n1)
+  if [ -n "$want_whl" ] && [ "$(sha256sum "$whl" | cut -d' ' -f1)" != "$want_whl" ]; then
+    rm -f "$whl"
+    echo "setup.sh: $(basename "$whl") does not have the pinned sha256 $want_whl; not using it" >&2
+    exit 1
+  fi
   "$PY" - "$whl" "$LIB_DIR" <<'PYEOF'
 import sys, zipfile, os
 whl, out = sys.argv[1], sys.argv[2]

@@ -25,5 +25,7 @@ export DFSERVE_TEST_DATABASE_URL DFSERVE_TEST_PG_TLS_DIR DFSERVE_REQUIRE_POSTGRE
 trap 'scripts/pg.sh stop "$PGDIR"; rm -rf "$PGDIR"' EXIT
 echo "== cargo test"
 cargo test --release --locked
-echo "== python: official Triton clients against dfserve"
+echo "== python: official Triton clients against dfserve; the container images (podman)"
+# The container tests build both images (scripts/image.sh) and must run here, not skip.
+export DFSERVE_REQUIRE_CONTAINERS=1
 .venv/bin/python -m pytest -q tests/python
