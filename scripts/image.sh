@@ -64,7 +64,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       podman buildah mmdebstrap runc uidmap fuse-overlayfs netavark aardvark-dns iptables >/dev/null
   else
-    echo "image.sh: please install ${need[*]} (Debian: podman buildah mmdebstrap runc), then re-run" >&2
+    echo "image.sh: please install ${need[*]} (Debian: podman buildah mmdebstrap runc iptables), then re-run" >&2
     exit 1
   fi
 fi
