@@ -154,19 +154,24 @@ fn variants(img: &RgbImage) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// JSON Lines entries listing each sample by its PDQ, with the sample's path as the id.
+fn pdq_entries(files: &[&str]) -> String {
+    files
+        .iter()
+        .map(|f| {
+            let h: Pdq = pdq(&image::load_from_memory(&sample(f)).unwrap().to_rgb8());
+            json!({"kind": "pdq", "hash": h.hex(), "id": f}).to_string() + "\n"
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn listed_images_are_found_after_re_encoding_resizing_and_brightness_and_others_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path());
     let s = Server::start(&["--api-key-file", &keys]).await;
     let listed = ["mesonet/df/df00204.jpg", "mesonet/real/real00240.jpg"];
-    let lines: String = listed
-        .iter()
-        .map(|f| {
-            let h: Pdq = pdq(&image::load_from_memory(&sample(f)).unwrap().to_rgb8());
-            json!({"kind": "pdq", "hash": h.hex(), "id": f}).to_string() + "\n"
-        })
-        .collect();
+    let lines = pdq_entries(&listed);
     assert_eq!(post_list(&s, Some(ADMIN), "known", lines).await.0, 200);
     for f in listed {
         let img = image::load_from_memory(&sample(f)).unwrap().to_rgb8();
@@ -224,13 +229,7 @@ async fn turned_and_mirrored_copies_match_through_the_dihedral_variants_unless_t
     // variant equals the turned copy's own hash. At 256 and 208 it is not, and the variants land
     // 14 to 52 bits from the turned copies' hashes, in the reference (pdqhash) as here.
     let listed = ["mesonet/df/df00204.jpg", "mesonet/df/df01254.jpg"];
-    let lines: String = listed
-        .iter()
-        .map(|f| {
-            let h: Pdq = pdq(&image::load_from_memory(&sample(f)).unwrap().to_rgb8());
-            json!({"kind": "pdq", "hash": h.hex(), "id": f}).to_string() + "\n"
-        })
-        .collect();
+    let lines = pdq_entries(&listed);
     let s = Server::start(&["--api-key-file", &keys, "--data-dir", dir.path().to_str().unwrap()]).await;
     assert_eq!(post_list(&s, Some(ADMIN), "known", lines).await.0, 200);
     for f in listed {

@@ -66,8 +66,14 @@ pub fn hash_bytes(path: String, bytes: &[u8], max_pixels: u64, dihedral: bool) -
         Sniffed::Refused(why) => FileHashes { kind: "error", error: Some(why.to_string()), ..base },
         Sniffed::Other => match decode_rgb(bytes, DecodeLimits { max_pixels }) {
             Ok(img) => {
-                let h = pdq::pdq(&img);
-                let variants = dihedral.then(|| pdq::pdq_dihedral(&img).iter().map(pdq::Pdq::hex).collect());
+                // The dihedral variants come from the same DCT, the first being the hash itself.
+                let (h, variants) = match dihedral {
+                    true => {
+                        let all = pdq::pdq_dihedral(&img);
+                        (all[0], Some(all.iter().map(pdq::Pdq::hex).collect()))
+                    }
+                    false => (pdq::pdq(&img), None),
+                };
                 FileHashes { pdq: Some(h.hex()), quality: Some(h.quality), pdq_dihedral: variants, ..base }
             }
             Err(e) => FileHashes { kind: "error", error: Some(e.to_string()), ..base },
